@@ -1,0 +1,55 @@
+"""Base class of the class-conditional generators (diffusion, flow matching, GANs)."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from framework.core import ClasszooModule
+from framework.generative.output import sample_seeds
+
+
+class GenerativeModule(ClasszooModule):
+    """A model that turns class labels into samples.
+
+    Subclasses implement :meth:`generate`. Everything that produces samples (``lightning
+    sample``, ``lightning predict``, the sample-grid callback, validation metrics) goes
+    through it, so a subclass that overrides it changes all of them at once.
+
+    ``predict_step`` takes batches ``(index, labels)`` of sample requests (see
+    :class:`framework.generative.output.SampleRequests`) and generates sample ``index``
+    from the seed ``sample_seeds(index, sample_seed)`` (``index`` itself for seed 0);
+    ``sample_options`` are passed to ``generate``. ``ClasszooTrainer.sample`` sets both.
+    The options it may pass are ``sampler``, ``steps``, ``guidance`` and ``guidance_scale``
+    (each only when the user gives it) and whatever the user puts in ``options``; declare
+    the ones your ``generate`` understands as keyword arguments (a GAN declares none), so
+    that an option it does not take is reported to the user instead of being ignored.
+
+    Args:
+        num_classes: Number of classes (0: unconditional).
+        data_shape: Shape of one sample.
+    """
+
+    def __init__(self, num_classes: int = 10, data_shape: Sequence[int] = (1, 8, 8)) -> None:
+        super().__init__(num_classes=num_classes, data_shape=data_shape)
+        self.sample_seed = 0
+        self.sample_options: dict[str, Any] = {}
+
+    @abstractmethod
+    def generate(self, labels: Tensor, seeds: Tensor | Sequence[int], **options: Any) -> Tensor:
+        """Samples for ``labels`` (int64, shape (B,)), as float32 in [-1, 1] shaped (B, *data_shape).
+
+        Sample i must depend only on ``seeds[i]``, ``labels[i]`` and the options (use
+        :func:`framework.generative.noise.seeded_randn` and ``PerSampleNoise``).
+        """
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        index, labels = batch
+        # Guidance that differentiates a classifier enables grad itself (the `sample`
+        # command runs predict with inference_mode off for that reason).
+        images = self.generate(labels, sample_seeds(index, self.sample_seed), **self.sample_options)
+        return {"index": index.cpu(), "labels": labels.cpu(), "images": images.detach().float().clamp(-1, 1).cpu()}

@@ -1,0 +1,121 @@
+"""ClasszooTrainer: Lightning's Trainer plus ``sample``, the engine of ``lightning sample``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import WeightAveraging
+from torch.utils.data import DataLoader
+
+from framework.errors import ConfigError
+from framework.generative.base import GenerativeModule
+from framework.generative.output import SampleRequests, SampleWriter, check_options
+
+__all__ = ["ClasszooTrainer"]
+
+# ckpt_path values that Lightning resolves itself instead of reading a file.
+_LIGHTNING_CKPT_ALIASES = ("best", "last", "hpc", "registry")
+
+
+class ClasszooTrainer(L.Trainer):
+    """A :class:`lightning.Trainer` that can also draw samples from a generator (:meth:`sample`).
+
+    Everything else (``fit``, ``validate``, ``test``, ``predict``) is Lightning's.
+    """
+
+    def sample(
+        self,
+        model: GenerativeModule,
+        datamodule: L.LightningDataModule | None = None,
+        ckpt_path: str | None = None,
+        num_per_class: int = 10,
+        output: str = "samples",
+        seed: int = 0,
+        batch_size: int = 256,
+        sampler: str | None = None,
+        steps: int | None = None,
+        guidance: str | None = None,
+        guidance_scale: float | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Path:
+        """Generate ``num_per_class`` samples of every class and write them to ``output``.
+
+        Writes ``output/samples.npz`` (``images`` float32 in [-1, 1], ``labels`` int64,
+        ordered by class), ``output/grid.png`` (one row per class) and
+        ``output/sample_config.json``. Sample ``i`` has label ``i // num_per_class`` and is
+        generated from its own seed (:func:`~framework.generative.output.sample_seeds`), so a run gives the same images on
+        one device or many (each rank generates its share; rank 0 merges and writes).
+        Prediction runs with inference mode off so that classifier guidance can
+        differentiate. Weight-averaging callbacks are left out while sampling: the
+        weights used are the checkpoint's ``state_dict``, which under Lightning's
+        ``EMAWeightAveraging`` holds the averaged (EMA) weights.
+
+        Args:
+            model: The generator (a registered diffusion, flow or GAN model).
+            datamodule: The data the model was trained on; only checked against the model's
+                number of classes.
+            ckpt_path: Checkpoint whose weights to use (a path, or Lightning's ``"best"`` /
+                ``"last"`` after ``fit``); None samples from the model as it is.
+            num_per_class: Samples per class (unconditional models: samples in all).
+            output: Directory to write into (created if needed).
+            seed: Seed of the run, in [0, 2**31).
+            batch_size: Samples generated at once on each device.
+            sampler: Sampler name, for models that have several (diffusion, flow).
+            steps: Number of sampler steps.
+            guidance: Guidance name (e.g. ``cfg``, ``classifier``).
+            guidance_scale: Guidance strength.
+            options: Further keyword arguments for the model's ``generate``.
+
+        Returns:
+            The path of ``samples.npz``.
+        """
+        if not isinstance(model, GenerativeModule):
+            raise ConfigError(f"sample needs a generative model, got {type(model).__name__}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        data_classes = getattr(datamodule, "num_classes", None)
+        if data_classes is not None and int(data_classes) != model.num_classes:
+            raise ConfigError(
+                f"the model has {model.num_classes} classes but the data {type(datamodule).__name__} has {data_classes}"
+            )
+        if ckpt_path is not None and ckpt_path not in _LIGHTNING_CKPT_ALIASES and not os.path.isfile(ckpt_path):
+            raise ConfigError(f"checkpoint not found: {ckpt_path}")
+
+        given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_scale": guidance_scale}
+        generate_options = {k: v for k, v in given.items() if v is not None} | dict(options or {})
+        check_options(model.generate, generate_options, type(model).__name__)
+
+        requests = SampleRequests(model.num_classes, num_per_class)
+        writer = SampleWriter(
+            output,
+            num_rows=requests.num_rows,
+            config={
+                "model": type(model).__name__,
+                "ckpt_path": ckpt_path,
+                "num_classes": model.num_classes,
+                "num_per_class": num_per_class,
+                "seed": seed,
+                "options": generate_options,
+            },
+        )
+        writer.expected = len(requests)
+        loader = DataLoader(requests, batch_size=batch_size, shuffle=False)
+
+        saved_model_state = (model.sample_seed, model.sample_options)
+        saved_callbacks = list(self.callbacks)
+        saved_inference_mode = self.predict_loop.inference_mode
+        model.sample_seed, model.sample_options = seed, generate_options
+        # A weight-averaging callback that is still holding its average (fit then sample in
+        # one process) would load the checkpoint's non-averaged weights into the model.
+        self.callbacks = [c for c in saved_callbacks if not isinstance(c, WeightAveraging)] + [writer]
+        self.predict_loop.inference_mode = False
+        try:
+            self.predict(model, dataloaders=loader, ckpt_path=ckpt_path, return_predictions=False)
+        finally:
+            self.callbacks = saved_callbacks
+            self.predict_loop.inference_mode = saved_inference_mode
+            model.sample_seed, model.sample_options = saved_model_state
+        return Path(output) / "samples.npz"

@@ -1,0 +1,228 @@
+"""`ClasszooTrainer.sample`, sample requests and output files, on a tiny generator defined here."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from framework.errors import ConfigError
+from framework.generative.base import GenerativeModule
+from framework.generative.noise import seeded_randn
+from framework.generative.output import (
+    SampleRequests,
+    class_grid,
+    load_samples,
+    sample_seeds,
+    scatter_plot,
+    write_atomic,
+)
+from framework.trainer import ClasszooTrainer
+
+
+class ToyGenerator(GenerativeModule):
+    """Sample = tanh(class mean + 0.5 noise), optionally pushed along -grad of ||x||^2 (a stand-in for guidance)."""
+
+    def __init__(self, num_classes: int = 3, data_shape=(1, 4, 4)) -> None:
+        super().__init__(num_classes, data_shape)
+        self.save_hyperparameters()
+        self.means = nn.Parameter(torch.zeros(max(num_classes, 1), *self.data_shape))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return (self.means[y] - x).square().mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    def generate(self, labels, seeds, guidance_scale: float = 0.0, steps: int = 1):
+        x = self.means[labels] + 0.5 * seeded_randn(seeds, self.data_shape, device=self.device)
+        for _ in range(steps if guidance_scale else 0):
+            # Needs autograd: fails under inference mode, as classifier guidance would.
+            with torch.enable_grad():
+                x = x.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(x.square().sum(), x)
+            x = x - guidance_scale * grad
+        return torch.tanh(x)
+
+
+class NotAGenerator(ToyGenerator.__mro__[2]):  # ClasszooModule
+    pass
+
+
+def _trainer(**kw) -> ClasszooTrainer:
+    args = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    return ClasszooTrainer(**(args | kw))
+
+
+def _trained_model(seed: int = 0) -> ToyGenerator:
+    torch.manual_seed(seed)
+    model = ToyGenerator()
+    with torch.no_grad():
+        model.means.copy_(torch.randn_like(model.means))
+    return model
+
+
+def test_requests_and_seeds():
+    req = SampleRequests(num_classes=3, num_per_class=4)
+    assert len(req) == 12
+    assert [int(req[i][1]) for i in range(12)] == [0] * 4 + [1] * 4 + [2] * 4
+    assert int(req[7][0]) == 7 and req[7][0].dtype == torch.int64
+    with pytest.raises(IndexError):
+        req[12]
+    assert len(SampleRequests(0, 5)) == 5 and int(SampleRequests(0, 5)[4][1]) == 0
+    with pytest.raises(ConfigError):
+        SampleRequests(3, 0)
+    assert sample_seeds(torch.arange(3), seed=0).tolist() == [0, 1, 2]
+    seeds = sample_seeds(torch.arange(3), seed=2)
+    assert seeds.tolist() == [(2 * 0x9E3779B9 + i) % 2**32 for i in range(3)]
+    # Distinct within a run even across the 2**32 wrap-around, and disjoint from other seeds' runs.
+    big = sample_seeds(torch.arange(100_000), seed=7)
+    assert len(torch.unique(big)) == 100_000 and big.max() < 2**32
+    assert not set(big.tolist()) & set(sample_seeds(torch.arange(100_000), seed=8).tolist())
+    with pytest.raises(ConfigError):
+        sample_seeds(torch.arange(3), seed=-1)
+
+
+def test_sample_writes_files(tmp_path):
+    model = _trained_model()
+    path = _trainer().sample(model, num_per_class=5, output=str(tmp_path / "out"), seed=3, batch_size=4)
+    images, labels = load_samples(path)
+    assert images.dtype == np.float32 and labels.dtype == np.int64
+    assert images.shape == (15, 1, 4, 4) and labels.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    assert images.min() >= -1 and images.max() <= 1
+    # The per-sample seeds make sample i equal to generate() on its own.
+    expected = model.generate(torch.tensor(labels), sample_seeds(torch.arange(15), 3))
+    np.testing.assert_allclose(images, expected.detach().numpy(), atol=1e-6)
+    grid = Image.open(tmp_path / "out" / "grid.png")
+    # 3 rows of 32-pixel tiles (4x4 enlarged 8x) with 2-pixel padding; 16 columns.
+    assert grid.size == (16 * 34 + 2, 3 * 34 + 2)
+    config = json.loads((tmp_path / "out" / "sample_config.json").read_text())
+    assert config["seed"] == 3 and config["num_per_class"] == 5
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sample_independent_of_batch_size_and_dependent_on_seed(tmp_path):
+    model = _trained_model()
+    a = load_samples(_trainer().sample(model, num_per_class=3, output=str(tmp_path / "a"), batch_size=1))[0]
+    b = load_samples(_trainer().sample(model, num_per_class=3, output=str(tmp_path / "b"), batch_size=7))[0]
+    c = load_samples(_trainer().sample(model, num_per_class=3, output=str(tmp_path / "c"), seed=1))[0]
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0.1
+
+
+def test_options_reach_generate_with_autograd(tmp_path):
+    model = _trained_model()
+    plain = load_samples(_trainer().sample(model, num_per_class=2, output=str(tmp_path / "p")))[0]
+    guided = load_samples(
+        _trainer().sample(model, num_per_class=2, output=str(tmp_path / "g"), guidance_scale=0.2, steps=2)
+    )[0]
+    # Two steps of x -= 0.2 * 2x shrink the pre-tanh values by 0.6^2.
+    np.testing.assert_allclose(np.arctanh(guided), 0.36 * np.arctanh(plain), rtol=1e-4, atol=1e-5)
+    assert model.sample_options == {} and model.sample_seed == 0  # restored afterwards
+    with pytest.raises(ConfigError, match="sampler"):
+        _trainer().sample(model, num_per_class=2, output=str(tmp_path / "x"), sampler="euler")
+    with pytest.raises(ConfigError, match="eta"):
+        _trainer().sample(model, num_per_class=2, output=str(tmp_path / "x"), options={"eta": 1.0})
+
+
+def test_bad_input(tmp_path):
+    model = _trained_model()
+    with pytest.raises(ConfigError, match="checkpoint not found"):
+        _trainer().sample(model, ckpt_path=str(tmp_path / "missing.ckpt"), output=str(tmp_path))
+    with pytest.raises(ConfigError, match="generative"):
+        _trainer().sample(NotAGenerator(), output=str(tmp_path))
+
+    class Data:
+        num_classes = 10
+
+    with pytest.raises(ConfigError, match="classes"):
+        _trainer().sample(model, datamodule=Data(), output=str(tmp_path))
+    assert not (tmp_path / "samples.npz").exists()
+
+
+def test_unconditional_and_vector_data(tmp_path):
+    model = ToyGenerator(num_classes=0, data_shape=(2,))
+    images, labels = load_samples(_trainer().sample(model, num_per_class=6, output=str(tmp_path)))
+    assert images.shape == (6, 2) and labels.tolist() == [0] * 6
+    assert Image.open(tmp_path / "grid.png").size == (512, 512)  # scatter plot of 2-D points
+
+
+def test_checkpoint_weights_are_the_ema_weights(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(24, 1, 4, 4)
+    y = torch.arange(24) % 3
+    loader = DataLoader(TensorDataset(x, y), batch_size=6)
+    model = ToyGenerator()
+    ema = EMAWeightAveraging(decay=0.5)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = _trainer(max_epochs=2, callbacks=[ema, ckpt], enable_checkpointing=True)
+    trainer.fit(model, loader)
+    average = ema._average_model.module.means.detach().clone()
+    saved = torch.load(ckpt.last_model_path, weights_only=False)
+    current = saved["current_model_state"]["means"]
+    assert not torch.allclose(average, current)  # the test can tell them apart
+
+    seeds = sample_seeds(torch.arange(6), 0)
+    labels = torch.arange(6) // 2
+    with torch.no_grad():
+        model.means.copy_(average)
+        expected = model.generate(labels, seeds).numpy()
+        model.means.zero_()  # the checkpoint must restore the weights
+
+    # Same trainer (EMA callback still holding its average), then a fresh trainer and model.
+    got = load_samples(trainer.sample(model, ckpt_path=ckpt.last_model_path, num_per_class=2, output=str(tmp_path / "a")))[0]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    fresh = ToyGenerator()
+    got = load_samples(
+        _trainer(callbacks=[EMAWeightAveraging()]).sample(
+            fresh, ckpt_path=ckpt.last_model_path, num_per_class=2, output=str(tmp_path / "b")
+        )
+    )[0]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_two_processes_give_the_same_samples(tmp_path):
+    model = _trained_model()
+    one = load_samples(_trainer().sample(model, num_per_class=5, output=str(tmp_path / "one"), batch_size=2))
+    two = load_samples(
+        _trainer(devices=2, strategy="ddp_spawn").sample(
+            model, num_per_class=5, output=str(tmp_path / "two"), batch_size=2
+        )
+    )
+    assert json.loads((tmp_path / "two" / "sample_config.json").read_text())["world_size"] == 2
+    np.testing.assert_array_equal(one[1], two[1])
+    np.testing.assert_array_equal(one[0], two[0])
+
+
+def test_rendering_helpers(tmp_path):
+    images = torch.linspace(-1, 1, 6 * 3 * 8 * 8).reshape(6, 3, 8, 8)
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    grid = class_grid(images, labels, num_rows=3, columns=2, min_tile=8, padding=1)
+    assert grid.mode == "RGB" and grid.size == (2 * 9 + 1, 3 * 9 + 1)
+    pixels = np.asarray(grid)
+    # Row 1 has one sample: its second tile is blank (black, from -1).
+    assert pixels[1 + 9 : 9 + 9, 1 + 9 : 9 + 9].max() == 0
+    assert pixels[1:9, 1:9].max() > 0
+    plot = scatter_plot(torch.tensor([[0.0, 0.0], [0.5, 0.5], [1.0, 1.0]]), torch.tensor([0, 1, 1]), size=64)
+    # The middle point lands in the centre in class 1's colour; y grows upwards.
+    assert plot.getpixel((32, 32)) == (255, 127, 14) and plot.getpixel((61, 3)) == (255, 127, 14)
+    assert plot.getpixel((3, 61)) == (31, 119, 180) and plot.getpixel((3, 3)) == (255, 255, 255)
+
+
+def test_write_atomic_leaves_nothing_on_failure(tmp_path):
+    def broken(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_atomic(tmp_path / "samples.npz", broken)
+    assert list(tmp_path.iterdir()) == []
+    write_atomic(tmp_path / "x.bin", lambda f: f.write(b"ok"))
+    assert (tmp_path / "x.bin").read_bytes() == b"ok"
