@@ -6,7 +6,9 @@ with diffusion in :mod:`framework.generative.ode`), the ``flow`` model and the
 """
 
 from framework.generative import ode  # noqa: F401  (registers the ODE solvers)
-from framework.generative.flow import paths  # noqa: F401
+from framework.generative.flow import model, paths, reflow  # noqa: F401
+from framework.generative.flow.model import FlowMatching
 from framework.generative.flow.paths import ProbabilityPath, build_path, sample_times
+from framework.generative.flow.reflow import ReflowPairs
 
-__all__ = ["ProbabilityPath", "build_path", "sample_times"]
+__all__ = ["FlowMatching", "ProbabilityPath", "ReflowPairs", "build_path", "sample_times"]

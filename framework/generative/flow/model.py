@@ -1,0 +1,320 @@
+"""The registered ``flow`` model: class-conditional flow matching with ODE sampling."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+import registry
+from framework.errors import ConfigError
+from framework.generative.base import GenerativeModule
+from framework.generative.flow.paths import TIME_SAMPLINGS, ProbabilityPath, build_path, sample_times
+from framework.generative.flow.sources import build_source
+from framework.generative.guidance import GuidanceInput, build_guidance
+from framework.generative.likelihood import LikelihoodResult, log_likelihood
+from framework.generative.ode import ODEResult, odesolve
+
+__all__ = ["FlowMatching"]
+
+
+@registry.register("model", "flow", aliases=("flow_matching", "cfm"))
+class FlowMatching(GenerativeModule):
+    """Conditional flow matching (Lipman et al. 2023; Tong et al. 2024; Liu et al. 2023).
+
+    Training regresses a velocity net ``v(x_t, t, y)`` onto the conditional velocity of a
+    registered probability path (``lightning list path``) at times drawn uniformly or
+    logit-normally; sampling integrates ``dx/dt = v`` from the source (t = 0) to the data
+    (t = 1) with a registered ODE solver. Labels are dropped to the null class with
+    probability ``label_dropout`` so that classifier-free guidance can be used at sampling.
+
+    Args:
+        num_classes: Number of classes (0: unconditional); linked from the data by the CLI.
+        data_shape: Shape of one sample; linked from the data by the CLI.
+        net: Registry name of a denoiser net ``net(x, noise_level, labels)`` (``unet``,
+            ``dit``, ``resmlp``), or an already built module (notebooks).
+        net_args: Keyword arguments of the net.
+        path: Registry name of the probability path: ``cfm``, ``ot_cfm``, ``class_ot_cfm``,
+            ``target_cfm``, ``vp_path``, ``sb_cfm``.
+        path_args: Keyword arguments of the path (``sigma``, ``resample``, ...).
+        source: Source distribution: ``gaussian`` (N(0, I)) or a toy 2-D distribution name
+            (``8gaussians``, ``moons``, ...) for source-to-target transport.
+        source_args: Keyword arguments of the toy source (e.g. its ``scale``).
+        time_sampling: Training times, ``uniform`` or ``logit_normal``.
+        time_mean: Mean of the logit-normal's normal.
+        time_std: Standard deviation of the logit-normal's normal.
+        label_dropout: Probability of replacing a label by the null class in training.
+        solver: Default ODE solver of :meth:`generate` (``euler``, ``midpoint``, ``heun``,
+            ``rk4``, ``dopri5``).
+        steps: Default number of solver steps.
+        grid: Default time grid, ``uniform`` or ``edm``.
+        rtol: Relative tolerance of ``dopri5``.
+        atol: Absolute tolerance of ``dopri5``.
+        guidance: Default guidance rule (``cfg``, ``classifier``, ``cfg+classifier``) or None.
+        guidance_scale: Default guidance scale (cfg: 1 = conditional).
+        optimizer: Optimizer factory.
+        scheduler: Optional learning-rate scheduler factory, stepped every optimizer step
+            (e.g. ``LinearLR`` as torchcfm's warmup).
+        init_checkpoint: Optional checkpoint of a ``flow`` model whose net weights initialise
+            this one (reflow starts the 2-rectified flow from the 1-rectified one).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        data_shape: Sequence[int] = (1, 8, 8),
+        net: str | nn.Module = "unet",
+        net_args: dict[str, Any] | None = None,
+        path: str = "cfm",
+        path_args: dict[str, Any] | None = None,
+        source: str = "gaussian",
+        source_args: dict[str, Any] | None = None,
+        time_sampling: str = "uniform",
+        time_mean: float = 0.0,
+        time_std: float = 1.0,
+        label_dropout: float = 0.1,
+        solver: str = "euler",
+        steps: int = 20,
+        grid: str = "uniform",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        guidance: str | None = None,
+        guidance_scale: float = 1.0,
+        optimizer: OptimizerCallable = lambda p: torch.optim.Adam(p, lr=2e-4),
+        scheduler: LRSchedulerCallable | None = None,
+        init_checkpoint: str | None = None,
+    ) -> None:
+        super().__init__(num_classes=num_classes, data_shape=data_shape)
+        if isinstance(net, nn.Module):
+            self.hparams_ignore = (*self.hparams_ignore, "net")
+        self.save_hyperparameters()
+        if time_sampling not in TIME_SAMPLINGS:
+            raise ConfigError(f"unknown time sampling {time_sampling!r}; choose one of {', '.join(TIME_SAMPLINGS)}")
+        if not 0 <= label_dropout < 1:
+            raise ConfigError(f"label_dropout must be in [0, 1), got {label_dropout}")
+        if isinstance(net, nn.Module):
+            self.net = net
+        else:
+            self.net = registry.create(
+                "net", net, data_shape=self.data_shape, num_classes=self.num_classes, **(net_args or {})
+            )
+        if init_checkpoint:
+            self._load_net(init_checkpoint)
+        self.path = build_path(path, **(path_args or {}))
+        self.source = build_source(source, self.data_shape, **(source_args or {}))
+        if self.path.gaussian_source and source != "gaussian":
+            raise ConfigError(f"path {path!r} needs the Gaussian source, not {source!r}")
+        self.time_sampling, self.time_mean, self.time_std = time_sampling, time_mean, time_std
+        self.label_dropout = label_dropout if num_classes > 0 else 0.0
+        self.sample_defaults = {"solver": solver, "steps": steps, "grid": grid, "rtol": rtol, "atol": atol}
+        self.guidance, self.guidance_scale = guidance, guidance_scale
+        self.optimizer, self.scheduler = optimizer, scheduler
+        #: Noise-aware classifier ``(x_t, t) -> logits`` used by classifier guidance (set it yourself).
+        self.guidance_classifier: nn.Module | None = None
+        #: NFE of the last :meth:`generate` call (net evaluations, guidance branches included).
+        self.last_nfe = 0
+
+    def _load_net(self, checkpoint: str) -> None:
+        from framework.errors import DataNotFoundError
+
+        if not os.path.isfile(checkpoint):
+            raise DataNotFoundError(f"init_checkpoint not found: {checkpoint}")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+        net_state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
+        try:
+            self.net.load_state_dict(net_state)
+        except RuntimeError as err:
+            raise ConfigError(f"init_checkpoint {checkpoint} does not fit this net: {str(err).splitlines()[0]}") from None
+
+    # -- the velocity field ------------------------------------------------------------------
+    @property
+    def null_label(self) -> int:
+        """The label value meaning "no class" (classifier-free guidance's unconditional branch)."""
+        return self.num_classes
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The learned velocity ``v(x, t, labels)``; ``t`` is (B,) or a scalar."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        return self.net(x, t, labels if self.num_classes > 0 else None)
+
+    def velocity_field(
+        self, labels: Tensor | None, guidance: str | None = None, guidance_scale: float | None = None
+    ):
+        """``f(t, x)`` for the ODE solvers: the (guided) velocity for fixed ``labels``."""
+        rule = build_guidance(guidance, guidance_scale) if guidance is not None else None
+        if rule is not None and self.num_classes == 0:
+            raise ConfigError("guidance needs a class-conditional model (num_classes > 0)")
+
+        def f(t: Tensor, x: Tensor) -> Tensor:
+            if rule is None:
+                return self(x, t, labels)
+            tb = t.expand(x.shape[0])
+            inp = GuidanceInput(
+                x=x,
+                labels=labels,
+                null_label=self.null_label,
+                classifier=self.guidance_classifier,
+                noise_level=tb,
+                # The score coefficient blows up at t = 0 (pure noise): guide from t = 0.01.
+                score_coef=self.path.score_coefficient(tb.clamp_min(0.01)),
+            )
+            # Guidance may batch both branches (2B rows): forward broadcasts the scalar t.
+            return rule(lambda xx, yy: self(xx, t, yy), inp)
+
+        f.evaluations = rule.evaluations if rule is not None else 1
+        return f
+
+    # -- training ------------------------------------------------------------------------------
+    def loss(self, x1: Tensor, labels: Tensor | None, x0: Tensor | None = None) -> Tensor:
+        """Flow-matching loss on a data batch: mean squared error to the conditional velocity.
+
+        ``x0`` given (reflow pairs) fixes the coupling; otherwise it is drawn from the source.
+        """
+        if x0 is None:
+            x0 = self.source.sample(len(x1), device=x1.device, dtype=x1.dtype)
+        elif type(self.path).couple is not ProbabilityPath.couple:
+            raise ConfigError(f"the batch brings its own (source, data) pairs; path {self.hparams.path!r} would re-pair them")
+        t = sample_times(len(x1), self.time_sampling, self.time_mean, self.time_std, device=x1.device, dtype=x1.dtype)
+        s = self.path.sample(x0, x1, t, labels=labels if self.num_classes > 0 else None)
+        y = s.labels
+        if y is not None and self.label_dropout > 0:
+            drop = torch.rand(len(y), device=y.device) < self.label_dropout
+            y = torch.where(drop, torch.full_like(y, self.null_label), y)
+        return F.mse_loss(self(s.xt, s.t, y), s.ut)
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        # (x, y), or (x, y, x0) when the data fixes the source samples (reflow pairs).
+        x, y, *x0 = batch
+        loss = self.loss(x, y, *x0)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        x, y, *x0 = batch
+        # Fixed noise and times so that validation losses of different epochs compare.
+        with _fork_rng(batch_idx):
+            loss = self.loss(x, y, *x0)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        from framework.models.classifier import configure_optimizer
+
+        return configure_optimizer(self.parameters(), self.optimizer, self.scheduler, interval="step")
+
+    # -- sampling --------------------------------------------------------------------------------
+    def solve(
+        self,
+        x0: Tensor,
+        labels: Tensor | None,
+        solver: str | None = None,
+        steps: int | None = None,
+        grid: str | None = None,
+        guidance: str | None = None,
+        guidance_scale: float | None = None,
+        t_start: float = 0.0,
+        t_end: float = 1.0,
+        return_trajectory: bool = False,
+    ) -> ODEResult:
+        """Carry ``x0`` from ``t_start`` to ``t_end`` along the learned flow; NFE counts net calls."""
+        opts = self.sample_defaults
+        guidance = self.guidance if guidance is None else (None if guidance == "none" else guidance)
+        scale = self.guidance_scale if guidance_scale is None else guidance_scale
+        f = self.velocity_field(labels, guidance, scale)
+        result = odesolve(
+            f,
+            x0,
+            solver=solver or opts["solver"],
+            steps=steps or opts["steps"],
+            grid=grid or opts["grid"],
+            t_start=t_start,
+            t_end=t_end,
+            rtol=opts["rtol"],
+            atol=opts["atol"],
+            return_trajectory=return_trajectory,
+        )
+        result.nfe *= f.evaluations
+        self.last_nfe = result.nfe
+        return result
+
+    @torch.no_grad()
+    def generate(
+        self,
+        labels: Tensor,
+        seeds: Tensor | Sequence[int],
+        solver: str | None = None,
+        steps: int | None = None,
+        grid: str | None = None,
+        guidance: str | None = None,
+        guidance_scale: float | None = None,
+    ) -> Tensor:
+        """Samples for ``labels``: source draws from ``seeds`` carried to t = 1 by the ODE.
+
+        Args:
+            labels: (B,) int64 classes.
+            seeds: One seed per sample; sample i depends only on ``seeds[i]`` and ``labels[i]``.
+            solver: ODE solver (default: the model's ``solver``).
+            steps: Solver steps (default: the model's ``steps``).
+            grid: Time grid (default: the model's ``grid``).
+            guidance: Guidance rule (``cfg``, ``classifier``, ``cfg+classifier``, ``none``).
+            guidance_scale: Its scale.
+
+        Returns:
+            Samples shaped (B, *data_shape); ``self.last_nfe`` holds the NFE used.
+        """
+        x0 = self.source.sample_seeded(seeds, device=self.device, dtype=self.dtype)
+        labels = labels.to(self.device) if self.num_classes > 0 else None
+        return self.solve(x0, labels, solver, steps, grid, guidance, guidance_scale).x
+
+    def log_likelihood(
+        self,
+        x: Tensor,
+        labels: Tensor | None = None,
+        divergence: str = "exact",
+        solver: str = "dopri5",
+        steps: int = 100,
+        generator: torch.Generator | None = None,
+    ) -> LikelihoodResult:
+        """``log p(x | labels)`` in nats under the learned flow (needs the Gaussian source).
+
+        Args:
+            x: Data (dequantise images first: :func:`framework.generative.likelihood.dequantize`).
+            labels: Classes of ``x`` (None for an unconditional model).
+            divergence: ``exact`` (small dimensions) or ``hutchinson``.
+            solver: ODE solver (``dopri5`` with rtol/atol 1e-5 by default).
+            steps: Steps of a fixed-step solver.
+            generator: Generator of the Hutchinson probe.
+        """
+        if self.source.name != "gaussian":
+            raise ConfigError("the likelihood needs the Gaussian source (a toy source has no density here)")
+        labels = labels.to(x.device) if labels is not None and self.num_classes > 0 else None
+        return log_likelihood(
+            self.velocity_field(labels), x, t_data=1.0, t_noise=0.0, divergence=divergence,
+            generator=generator, solver=solver, steps=steps,
+        )
+
+
+class _fork_rng:
+    """Run a block with the torch and NumPy RNGs seeded, then restore them."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        import numpy as np
+
+        self.np_state = np.random.get_state()
+        self.fork = torch.random.fork_rng()
+        self.fork.__enter__()
+        torch.manual_seed(self.seed)
+        np.random.seed(self.seed)
+
+    def __exit__(self, *exc: Any) -> None:
+        import numpy as np
+
+        self.fork.__exit__(*exc)
+        np.random.set_state(self.np_state)
