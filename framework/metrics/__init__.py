@@ -1,0 +1,18 @@
+"""Metrics of generated samples: Fréchet distance, feature extractors (kind ``feature``), FID/KID."""
+
+from framework.metrics.features import ClassifierFeatures, FrozenExtractor, InceptionFeatures
+from framework.metrics.frechet import frechet_distance, frechet_distance_of_features, gaussian_statistics
+from framework.metrics.generation import build_extractor, extract, fid_metric, kid_metric
+
+__all__ = [
+    "ClassifierFeatures",
+    "FrozenExtractor",
+    "InceptionFeatures",
+    "build_extractor",
+    "extract",
+    "fid_metric",
+    "frechet_distance",
+    "frechet_distance_of_features",
+    "gaussian_statistics",
+    "kid_metric",
+]
