@@ -57,7 +57,11 @@ class UnknownNameError(RegistryError, KeyError):
 
     def __init__(self, kind: str, name: str, known: Iterable[str]):
         self.kind, self.name = kind, name
-        self.suggestions = difflib.get_close_matches(name.lower(), sorted(known), n=3, cutoff=0.5)
+        by_lower = {}
+        for k in sorted(known):
+            by_lower.setdefault(k.lower(), k)
+        close = difflib.get_close_matches(name.lower(), sorted(by_lower), n=3, cutoff=0.5)
+        self.suggestions = [by_lower[c] for c in close]
         super().__init__(kind, name)
 
     def __str__(self) -> str:

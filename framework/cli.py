@@ -1,0 +1,345 @@
+"""The command line: ``lightning``, ``classzoo`` and ``python -m framework``.
+
+    lightning fit --config recipes/quickstart.yaml
+    lightning sample --config R.yaml --ckpt_path C.ckpt --num_per_class 10 --output DIR
+    lightning list [kind]
+
+A LightningCLI in subclass mode for both the model and the DataModule. Before jsonargparse
+sees them, registry names in ``class_path`` values (``model: classifier``, ``class_path:
+Classifier``) are rewritten to import paths, so YAML may name a module by registry key,
+class name or import path. ``data.num_classes`` and ``data.data_shape`` are linked into the
+model. User errors print one line on stderr and exit with code 2 (``--debug`` shows the
+traceback).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+import registry
+from framework.errors import USER_ERRORS, ClasszooError
+
+OUR_COMMANDS = ("fit", "validate", "test", "predict", "sample", "list")
+# Where a class_path sits decides which registry kind its short names come from.
+_ROOT_KINDS = {"model": "model", "data": "data"}
+
+
+# -- registry names in configs ---------------------------------------------------------------
+def _class_name_index() -> dict[str, list[str]]:
+    index: dict[str, list[str]] = {}
+    for e in registry.entries():
+        if isinstance(e.obj, type):
+            index.setdefault(e.obj.__name__.lower(), []).append(e.path)
+    return index
+
+
+def resolve_class_path(value: str, kind: str | None) -> str:
+    """Import path for a registry key, alias or registered class name; other values unchanged.
+
+    With ``kind`` given (the top-level ``model``/``data``), a bare name that is none of these
+    is an error naming the closest registered names.
+    """
+    if not isinstance(value, str) or "." in value:
+        return value
+    for k in [kind] if kind else ["model", "data"]:
+        if (k, value) in registry.REGISTRY:
+            return registry.entry(k, value).path
+    paths = _class_name_index().get(value.lower(), [])
+    if len(paths) == 1:
+        return paths[0]
+    if kind is not None:
+        raise registry.UnknownNameError(kind, value, registry.names(kind))
+    return value
+
+
+def resolve_config(node: Any, kind: str | None = None, top: bool = True) -> Any:
+    """Copy of a parsed YAML config with registry names in ``class_path`` values resolved."""
+    if isinstance(node, list):
+        return [resolve_config(v, kind, False) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        child_kind = _ROOT_KINDS.get(key) if top else None
+        if top and key in OUR_COMMANDS and isinstance(value, dict):  # a config nested under the sub-command
+            out[key] = resolve_config(value, None, True)
+        elif child_kind and isinstance(value, str):
+            out[key] = resolve_class_path(value, child_kind)
+        elif key == "class_path" and isinstance(value, str):
+            out[key] = resolve_class_path(value, kind)
+        else:
+            out[key] = resolve_config(value, child_kind if child_kind else (kind if key == "init_args" else None), False)
+            if child_kind and isinstance(value, dict) and "class_path" in value:
+                out[key]["class_path"] = resolve_class_path(value["class_path"], child_kind)
+    return out
+
+
+def _read_config_file(path: str) -> Any:
+    if not os.path.isfile(path):
+        raise ClasszooError(f"config file not found: {path}")
+    with open(path) as f:
+        try:
+            return yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ClasszooError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+
+
+def preprocess_args(args: Sequence[str]) -> list[str]:
+    """Rewrite registry names in ``--config`` files and ``--model``/``--data`` values."""
+    out: list[str] = []
+    it = iter(range(len(args)))
+    for i in it:
+        arg = args[i]
+        key, eq, inline = arg.partition("=")
+        value_given = bool(eq)
+        if key in ("--config", "-c") or key in ("--model", "--data", "--model.class_path", "--data.class_path"):
+            if value_given:
+                value = inline
+            elif i + 1 < len(args):
+                value = args[i + 1]
+                next(it, None)
+            else:
+                out.append(arg)
+                continue
+            if key in ("--config", "-c"):
+                if os.path.exists(value) or not value.lstrip().startswith(("{", "\n")) and "\n" not in value:
+                    value = yaml.safe_dump(resolve_config(_read_config_file(value)), sort_keys=False)
+            else:
+                value = resolve_class_path(value, key[2:].split(".")[0])
+            out += [key, value]
+        else:
+            out.append(arg)
+    return out
+
+
+# -- the LightningCLI --------------------------------------------------------------------------
+def _data_shape(datamodule: Any) -> tuple[int, ...]:
+    for attr in ("data_shape", "image_shape"):
+        shape = getattr(datamodule, attr, None)
+        if shape is not None:
+            return tuple(shape)
+    if getattr(datamodule, "dim", None) is not None:
+        return (int(datamodule.dim),)
+    raise ClasszooError(f"{type(datamodule).__name__} exposes neither data_shape, image_shape nor dim")
+
+
+def _num_classes(datamodule: Any) -> int:
+    if not hasattr(datamodule, "num_classes"):
+        raise ClasszooError(f"{type(datamodule).__name__} has no num_classes attribute")
+    return int(datamodule.num_classes)
+
+
+def _make_cli_class():
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+    ClasszooTrainer = _trainer_class()
+
+    class ClasszooCLI(LightningCLI):
+        """LightningCLI with registry names, linked data shapes, ``sample`` and default loggers."""
+
+        @staticmethod
+        def subcommands() -> dict[str, set[str]]:
+            commands = dict(LightningCLI.subcommands())
+            if hasattr(ClasszooTrainer, "sample"):
+                commands["sample"] = {"model", "datamodule"}
+            return commands
+
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            parser.link_arguments("data", "model.init_args.num_classes", compute_fn=_num_classes, apply_on="instantiate")
+            parser.link_arguments("data", "model.init_args.data_shape", compute_fn=_data_shape, apply_on="instantiate")
+
+        def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
+            if config.get("logger") in (None, True):
+                config["logger"] = default_loggers(config.get("default_root_dir") or ".")
+            return super()._instantiate_trainer(config, callbacks)
+
+        def after_fit(self) -> None:
+            print_fit_summary(self.trainer)
+
+    return ClasszooCLI
+
+
+def _trainer_class():
+    try:
+        from framework.trainer import ClasszooTrainer
+    except ImportError:  # TEMPORARY while framework/trainer.py is being written
+        from lightning import Trainer as ClasszooTrainer
+    return ClasszooTrainer
+
+
+def default_loggers(root: str) -> list:
+    """CSV logs (always) and TensorBoard logs when tensorboard is installed, in one version folder."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    csv = CSVLogger(save_dir=root, name="lightning_logs")
+    loggers = [csv]
+    if importlib.util.find_spec("tensorboard") is not None:
+        loggers.append(TensorBoardLogger(save_dir=root, name="lightning_logs", version=csv.version, sub_dir="tensorboard"))
+    return loggers
+
+
+def print_fit_summary(trainer: Any) -> None:
+    """One block at the end of ``fit``: final validation metrics, checkpoint and log folder."""
+    if not trainer.is_global_zero:
+        return
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
+    lines = [f"  {k}: {v:.4f}" for k, v in sorted(metrics.items())]
+    ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or getattr(
+        trainer.checkpoint_callback, "last_model_path", ""
+    )
+    print("\nfit finished" + (":\n" + "\n".join(lines) if lines else ""))
+    if ckpt:
+        print(f"  checkpoint: {ckpt}")
+    if trainer.log_dir:
+        print(f"  logs: {trainer.log_dir}")
+
+
+def run_cli(args: Sequence[str], **kwargs: Any) -> Any:
+    """Build and run the CLI on ``args`` (without the program name); returns the CLI object."""
+    import lightning as L
+
+    import framework  # noqa: F401 - registers everything
+
+    ClasszooTrainer = _trainer_class()
+    cli_class = _make_cli_class()
+    _set_argv(preprocess_args(list(args)))
+    return cli_class(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_class=ClasszooTrainer,
+        auto_configure_optimizers=False,
+        parser_kwargs={"exit_on_error": False},
+        **kwargs,
+    )
+
+
+def _set_argv(args: list[str]) -> None:
+    # LightningCLI reads sys.argv, and DDP's subprocess launcher re-runs sys.argv in every
+    # process: both must see the rewritten arguments.
+    sys.argv = [sys.argv[0] if sys.argv else "lightning", *args]
+
+
+# -- `list` ------------------------------------------------------------------------------------
+def list_registry(kind: str | None = None, out=None) -> None:
+    """Print registered names by kind with their one-line descriptions."""
+    import framework  # noqa: F401
+
+    out = out or sys.stdout
+    kinds = registry.kinds()
+    if kind is not None and kind not in kinds:
+        raise ClasszooError(f"unknown kind {kind!r}; known kinds: {', '.join(kinds)}")
+    for k in [kind] if kind else kinds:
+        print(f"{k}:", file=out)
+        for e in registry.entries(k):
+            alias = f" (aliases: {', '.join(e.aliases)})" if e.aliases else ""
+            print(f"  {e.name:<24} {e.summary}{alias}", file=out)
+
+
+# -- entry point -------------------------------------------------------------------------------
+def _delegate_to_lightning_sdk(argv: list[str]) -> int | None:
+    """Run lightning-sdk's own ``lightning`` command for sub-commands that are not ours."""
+    if importlib.util.find_spec("lightning_sdk") is None:
+        return None
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="console_scripts", name="lightning"):
+        if not ep.value.startswith("framework."):
+            sys.argv = ["lightning", *argv]
+            result = ep.load()()
+            return int(result or 0)
+    return None
+
+
+def _one_line(err: BaseException) -> str:
+    """One readable line from an error message (jsonargparse's are nested, several lines)."""
+    text = str(err).strip() or type(err).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) == 1:
+        return lines[0]
+    key = ".".join(re.findall(r'Parser key "([^"]+)"', text))
+    prefix = f"{key}: " if key else ""
+    nested = re.search(r"NestedArg\(key='([^']+)'", text)
+    if nested:
+        return f"{prefix}no argument {nested[1]!r} (list them with --{key or 'model'}.help CLASS)"
+    expected = re.search(r"Expected a <class '([^']+)'>\. Got value: (.*)", text)
+    if expected:
+        return f"{prefix}expected {expected[1]}, got {expected[2]!r}"
+    subtypes, given = re.search(r"Subtypes: \[(.*)\]", text), re.search(r"Given value: (.*)", text)
+    if subtypes and given:
+        types = " or ".join(t.rsplit(".", 1)[-1] for t in re.findall(r"<class '([^']+)'>", subtypes[1]))
+        return f"{prefix}expected {types}, got {given[1]!r}"
+    problem = [l for l in lines if l.startswith(("- Problem", "Problem", "Unexpected", "Unrecognized"))]
+    return prefix + (problem[-1].lstrip("- ") if problem else lines[-1])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "lightning"
+    if prog in ("__main__.py", "-m", "-c"):
+        prog = "python -m framework"
+    if argv and not argv[0].startswith("-") and argv[0] not in OUR_COMMANDS:
+        delegated = _delegate_to_lightning_sdk(argv)
+        if delegated is not None:
+            return delegated
+    try:
+        if argv and argv[0] == "list":
+            if len(argv) > 2:
+                raise ClasszooError("usage: list [KIND]")
+            try:
+                list_registry(argv[1] if len(argv) > 1 else None)
+            except BrokenPipeError:  # `lightning list | head`
+                sys.stdout = open(os.devnull, "w")
+            return 0
+        run_cli(argv)
+        return 0
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # jsonargparse's ArgumentError and friends
+        from argparse import ArgumentError as StdArgumentError
+
+        import jsonargparse
+
+        arg_errors = (StdArgumentError, getattr(jsonargparse, "ArgumentError", StdArgumentError))
+        if isinstance(err, arg_errors) or _caused_by_user_error(err):
+            if debug:
+                raise
+            print(f"{prog}: error: {_one_line(_user_cause(err))}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _user_cause(err: BaseException) -> BaseException:
+    seen = err
+    while seen is not None:
+        if isinstance(seen, USER_ERRORS):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return err
+
+
+def _caused_by_user_error(err: BaseException) -> bool:
+    return isinstance(_user_cause(err), USER_ERRORS)
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

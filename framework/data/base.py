@@ -1,0 +1,138 @@
+"""DataModule base class and the in-memory dataset every small set uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+
+class InMemoryDataset(Dataset):
+    """Tensors ``x`` (N, ...) and ``y`` (N,) served a whole batch at a time.
+
+    ``__getitems__`` indexes the tensors once per batch (no per-sample Python work), and
+    ``transform`` (if any) is applied to the batch tensor: it must be batch-aware.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, transform=None) -> None:
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+        self.x, self.y, self.transform = x, y.long(), transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        x = self.x[idx]
+        return (self.transform(x) if self.transform is not None else x), self.y[idx]
+
+    def subset(self, mask_or_index: Tensor) -> InMemoryDataset:
+        """The rows selected by a boolean mask or an index tensor (same transform)."""
+        return InMemoryDataset(self.x[mask_or_index], self.y[mask_or_index], self.transform)
+
+
+def batch_passthrough(batch):
+    """collate_fn for datasets whose ``__getitems__`` already returns a collated batch."""
+    return batch
+
+
+class ClasszooDataModule(L.LightningDataModule):
+    """Base of the registered DataModules.
+
+    Subclasses set ``num_classes``, ``class_names`` and ``data_shape`` in ``__init__`` (the CLI
+    reads them before ``setup`` to build the model) and fill ``train_dataset``,
+    ``val_dataset`` and ``test_dataset`` in ``setup``.
+
+    Args:
+        batch_size: Training batch size (evaluation uses ``eval_batch_size``).
+        eval_batch_size: Batch size of validation, test and predict loaders (default: batch_size).
+        num_workers: DataLoader worker processes; 0 for in-memory data (nothing to overlap).
+    """
+
+    num_classes: int
+    class_names: list[str]
+    data_shape: tuple[int, ...]
+
+    def __init__(self, batch_size: int = 128, eval_batch_size: int | None = None, num_workers: int = 0) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """(C, H, W) for image data, None for vector data."""
+        return self.data_shape if len(self.data_shape) == 3 else None
+
+    @property
+    def dim(self) -> int | None:
+        """Dimension of vector data, None for images."""
+        return self.data_shape[0] if len(self.data_shape) == 1 else None
+
+    def targets(self, split: str) -> Tensor:
+        """Labels of a split ("train", "val" or "test") as int64, after ``setup``."""
+        dataset = {"train": self.train_dataset, "val": self.val_dataset, "test": self.test_dataset}[split]
+        if dataset is None:
+            self.setup("fit" if split in ("train", "val") else "test")
+            dataset = {"train": self.train_dataset, "val": self.val_dataset, "test": self.test_dataset}[split]
+        return _dataset_targets(dataset)
+
+    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not filled this split")
+        in_memory = hasattr(dataset, "__getitems__") and isinstance(dataset, InMemoryDataset)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=batch_passthrough if in_memory else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, train=False)
+
+
+def _dataset_targets(dataset: Dataset) -> Tensor:
+    if isinstance(dataset, InMemoryDataset):
+        return dataset.y
+    for attr in ("targets", "labels", "y"):
+        if hasattr(dataset, attr):
+            return torch.as_tensor(getattr(dataset, attr), dtype=torch.long)
+    if isinstance(dataset, torch.utils.data.Subset):
+        return _dataset_targets(dataset.dataset)[torch.as_tensor(dataset.indices)]
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+
+def stratified_split(y: Tensor, fractions: Sequence[float], seed: int) -> list[Tensor]:
+    """Index tensors splitting ``y`` into parts of the given fractions, class by class, seeded."""
+    g = torch.Generator().manual_seed(seed)
+    parts: list[list[Tensor]] = [[] for _ in fractions]
+    for c in torch.unique(y):
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        start = 0
+        for k, frac in enumerate(fractions):
+            stop = len(idx) if k == len(fractions) - 1 else start + round(frac * len(idx))
+            parts[k].append(idx[start:stop])
+            start = stop
+    return [torch.sort(torch.cat(p)).values for p in parts]

@@ -1,0 +1,3 @@
+"""General-purpose registered models."""
+
+from framework.models import classifier  # noqa: F401
