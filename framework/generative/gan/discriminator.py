@@ -73,14 +73,16 @@ class ConditionalDiscriminator(nn.Module):
 
     def class_logits(self, x: Tensor) -> Tensor:
         """K-way logits of p(y | x) from the classifier head (ADC: real-class logits 2k)."""
-        h = self.trunk(x)
-        logits = ClassLogits(**{name: self.heads[name](h) for name in ("adc", "ac") if name in self.heads})
-        out = self.conditioning.class_logits(logits)
-        if out is None:
+        return self.class_logits_from_features(self.trunk(x))
+
+    def class_logits_from_features(self, h: Tensor) -> Tensor:
+        """K-way logits of p(y | x) from trunk features h."""
+        if not self.has_classifier:
             from framework.errors import ConfigError
 
             raise ConfigError(f"a {type(self.conditioning).__name__} discriminator has no classifier head")
-        return out
+        logits = ClassLogits(**{name: self.heads[name](h) for name in ("adc", "ac") if name in self.heads})
+        return self.conditioning.class_logits(logits)
 
     @property
     def has_classifier(self) -> bool:

@@ -132,13 +132,11 @@ class ADCGAN(GenerativeModule):
         return self.generator_ema if self.generator_ema is not None else self.generator
 
     @torch.no_grad()
-    def generate(self, labels: Tensor, seeds: Tensor | Sequence[int], use_ema: bool = True, **options: Any) -> Tensor:
+    def generate(self, labels: Tensor, seeds: Tensor | Sequence[int], use_ema: bool = True) -> Tensor:
         """Samples of G (the EMA G unless ``use_ema=False``) in eval mode; sample i's latent is drawn from ``seeds[i]``.
 
         Batch norm uses running statistics, so a sample does not depend on its batch.
         """
-        if options:
-            raise ConfigError(f"GAN sampling takes no options {sorted(options)} (only use_ema)")
         net = self.sampling_generator if use_ema else self.generator
         was_training = net.training
         net.eval()
