@@ -48,7 +48,9 @@ class ClassifierFeatures(FrozenExtractor):
 
         if not os.path.isfile(checkpoint):
             raise ConfigError(f"evaluator checkpoint not found: {checkpoint}")
-        self._set_classifier(Classifier.load_from_checkpoint(checkpoint, map_location="cpu"))
+        # Lightning checkpoints may hold NumPy objects (loop and RNG state): load them as the
+        # trusted local files they are, as `lightning fit --ckpt_path` does.
+        self._set_classifier(Classifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False))
 
     @classmethod
     def from_module(cls, classifier: nn.Module) -> ClassifierFeatures:
