@@ -1,0 +1,26 @@
+"""Class-incremental and few-shot class-incremental learning: scenarios, metrics and methods.
+
+Importing this package registers the scenarios (kind ``data``: ``class_incremental``,
+``few_shot_incremental``) and the methods (kind ``model``: ``finetune``, ``joint``, ``ncm``,
+``fetril``, ``wa``, ``teen``).
+"""
+
+from framework.continual.base import ContinualModule
+from framework.continual.baselines import NCM, Finetune, Joint
+from framework.continual.fetril import FeTrIL
+from framework.continual.scenario import ClassIncremental, FewShotIncremental, IncrementalScenario
+from framework.continual.teen import TEEN
+from framework.continual.wa import WA
+
+__all__ = [
+    "ContinualModule",
+    "ClassIncremental",
+    "FewShotIncremental",
+    "IncrementalScenario",
+    "Finetune",
+    "Joint",
+    "NCM",
+    "FeTrIL",
+    "WA",
+    "TEEN",
+]

@@ -1,0 +1,385 @@
+"""The base LightningModule of the class-incremental methods: one ``fit`` runs the whole protocol.
+
+How the loop works (docs/continual.md has the picture):
+
+* The module owns the step counter (``self.step``) and the number of epochs done in that step.
+  ``step_epochs(step)`` says how many epochs a step trains (0: a training-free step).
+* Every epoch the scenario DataModule's ``train_dataloader`` calls :meth:`train_data`, so each
+  epoch trains on the current step's data (``reload_dataloaders_every_n_epochs`` is set to 1).
+* When a step's epochs are done (``on_train_epoch_end``), the module calls ``on_step_end``,
+  evaluates on the seen classes, writes metrics.json / metrics.csv, begins the next step
+  (``on_step_start``) and runs straight through training-free steps. Optimizers are rebuilt at
+  the first epoch of a step (``configure_optimizers`` reads ``self.step``).
+* ``trainer.fit_loop.max_epochs`` is set to the protocol's total, and the fit stops after the
+  last step. The step state, the results so far and the exemplar memory are saved in every
+  checkpoint, so ``fit(ckpt_path=...)`` resumes at the same step.
+
+Subclasses override the template hooks: ``step_epochs``, ``on_step_start``, ``train_data``,
+``training_loss``, ``on_step_end``, ``classify`` / ``predict``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from torch import Tensor, nn
+from torch.utils.data import ConcatDataset, Dataset
+
+import registry
+from framework.continual import metrics as cl_metrics
+from framework.continual.features import FeatureCache, extract_features
+from framework.continual.functional import herding
+from framework.continual.scenario import IncrementalScenario
+from framework.core import ClasszooModule
+from framework.errors import ConfigError
+from framework.models.classifier import configure_optimizer
+
+
+class ContinualModule(ClasszooModule):
+    """Base of the class-incremental methods: a backbone net, a classifier head over all classes
+    (masked to the classes seen so far), the step loop, evaluation, metrics and exemplar memory.
+
+    Args:
+        num_classes: Number of classes of the whole scenario (linked from the data).
+        data_shape: Shape of one input (linked from the data).
+        net: Registry name of the backbone (``cnn``, ``cifar_resnet32``, ``timm/resnet18``, ...).
+        net_args: Keyword arguments of the backbone.
+        base_epochs: Training epochs of the base (first) step.
+        epochs: Training epochs of each later step.
+        base_optimizer: Optimizer of the base step.
+        optimizer: Optimizer of the later steps.
+        base_scheduler: Scheduler of the base step, stepped per epoch (default: cosine over the step).
+        scheduler: Scheduler of the later steps (default: cosine over the step).
+        memory_size: Total exemplar budget, split evenly over the seen classes (0: no memory).
+        memory_per_class: Fixed exemplars per class instead of a total budget.
+        head_bias: Whether the linear head has a bias.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        data_shape: Sequence[int] = (1, 8, 8),
+        net: str = "cnn",
+        net_args: dict[str, Any] | None = None,
+        base_epochs: int = 10,
+        epochs: int = 10,
+        base_optimizer: OptimizerCallable = lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4),
+        optimizer: OptimizerCallable = lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4),
+        base_scheduler: LRSchedulerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        memory_size: int = 0,
+        memory_per_class: int | None = None,
+        head_bias: bool = True,
+    ) -> None:
+        super().__init__(num_classes=num_classes, data_shape=data_shape)
+        if num_classes < 2:
+            raise ConfigError(f"class-incremental learning needs at least 2 classes, got {num_classes}")
+        if base_epochs < 0 or epochs < 0 or memory_size < 0 or (memory_per_class is not None and memory_per_class < 0):
+            raise ConfigError("epochs and memory sizes must be >= 0")
+        self.save_hyperparameters(ignore=["base_optimizer", "base_scheduler"])
+        self.backbone = registry.create("net", net, data_shape=self.data_shape, **(net_args or {}))
+        self.num_features = int(self.backbone.num_features)
+        self.head = self.build_head(head_bias)
+        self.base_epochs, self.epochs = base_epochs, epochs
+        self.base_optimizer, self.optimizer = base_optimizer, optimizer
+        self.base_scheduler, self.scheduler = base_scheduler, scheduler
+        self.memory_size, self.memory_per_class = memory_size, memory_per_class
+        # Protocol state (saved in checkpoints by on_save_checkpoint).
+        self.step = 0
+        self.step_epoch = 0
+        self.started = False
+        self.done = False
+        self.correct: list[list[int]] = []
+        self.total: list[list[int]] = []
+        self.memory: dict[int, Tensor] = {}  # label -> indices into the training set, herding order
+        self._new_optimizer = False
+        self.feature_cache: FeatureCache | None = None
+
+    # -- network ------------------------------------------------------------------------------
+    def build_head(self, bias: bool) -> nn.Module:
+        """The classifier over all ``num_classes`` (rows of unseen classes are masked out)."""
+        return nn.Linear(self.num_features, self.num_classes, bias=bias)
+
+    def reset_rows(self, start: int, end: int) -> None:
+        """Fresh initialisation of the head rows of new classes (PyCIL's ``update_fc`` does the same)."""
+        if isinstance(self.head, nn.Linear):
+            fresh = nn.Linear(self.num_features, end - start, bias=self.head.bias is not None).to(self.head.weight)
+            with torch.no_grad():
+                self.head.weight[start:end] = fresh.weight
+                if self.head.bias is not None:
+                    self.head.bias[start:end] = fresh.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits over all classes, (B, num_classes)."""
+        return self.head(self.backbone(x))
+
+    def classify_features(self, features: Tensor) -> Tensor:
+        """Evaluation scores of backbone features, (B, num_classes); argmax over seen classes predicts."""
+        return self.head(features)
+
+    def classify(self, x: Tensor) -> Tensor:
+        """Evaluation scores of inputs, (B, num_classes)."""
+        return self.classify_features(self.backbone(x))
+
+    # -- scenario --------------------------------------------------------------------------
+    @property
+    def scenario(self) -> IncrementalScenario:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if not isinstance(datamodule, IncrementalScenario):
+            raise ConfigError(
+                f"{type(self).__name__} needs an incremental scenario as data (class_incremental or "
+                f"few_shot_incremental wrapping a dataset), got {type(datamodule).__name__}"
+            )
+        return datamodule
+
+    @property
+    def seen(self) -> int:
+        """Classes seen so far (the current step's included)."""
+        return self.scenario.seen_classes(self.step)
+
+    @property
+    def known(self) -> int:
+        """Classes of the steps before the current one."""
+        return self.scenario.step_range(self.step)[0]
+
+    # -- template hooks ----------------------------------------------------------------------
+    def step_epochs(self, step: int) -> int:
+        """Training epochs of ``step`` (0: nothing is trained at that step)."""
+        return self.base_epochs if step == 0 else self.epochs
+
+    def on_step_start(self, step: int) -> None:
+        """Prepare ``step`` (after its new head rows are initialised). Must be safe to call again:
+        it is re-run when a run resumes from a checkpoint, so keep it to state derived from
+        the checkpointed one (caches, pseudo-features)."""
+
+    def train_data(self, scenario: IncrementalScenario) -> Dataset:
+        """Training data of the current step: its new classes plus the exemplar memory."""
+        data = scenario.train_data(self.step)
+        if self.memory:
+            data = _concat([data, scenario.subset("train", torch.cat(list(self.memory.values())))])
+        return data
+
+    def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """Cross-entropy over the classes seen so far."""
+        return F.cross_entropy(self(x)[:, : self.seen], y)
+
+    def on_step_end(self, step: int) -> None:
+        """After the step's training, before its evaluation (aligning, prototypes, memory...)."""
+        self.update_memory(step)
+
+    # -- Lightning -----------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = self.training_loss(x, y)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        epochs = max(1, self.step_epochs(self.step))
+        if not params or self.step_epochs(self.step) == 0:
+            return None  # training-free step: Lightning runs no optimizer
+        if self.step == 0:
+            optimizer, scheduler = self.base_optimizer, self.base_scheduler
+        else:
+            optimizer, scheduler = self.optimizer, self.scheduler
+        if scheduler is None:
+            scheduler = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)  # noqa: E731
+        return configure_optimizer(params, optimizer, scheduler)
+
+    def on_fit_start(self) -> None:
+        scenario = self.scenario
+        if scenario.num_classes != self.num_classes:
+            raise ConfigError(f"the model has {self.num_classes} classes but the scenario {scenario.num_classes}")
+        trainer = self.trainer
+        # Each epoch serves the current step's data, so the loaders are rebuilt every epoch.
+        trainer.reload_dataloaders_every_n_epochs = 1
+        if not trainer.fast_dev_run:
+            trainer.fit_loop.max_epochs = sum(self.step_epochs(s) for s in range(scenario.num_steps))
+        if self.done:
+            trainer.should_stop = True
+            return
+        if not self.started:
+            self.started = True
+            self._begin_step(0)
+        else:
+            self.on_step_start(self.step)  # rebuild derived state after a resume
+        self._run_finished_steps()
+
+    def on_train_epoch_start(self) -> None:
+        if self._new_optimizer:
+            self.trainer.strategy.setup_optimizers(self.trainer)
+            self._new_optimizer = False
+
+    def on_train_epoch_end(self) -> None:
+        if self.done:
+            return
+        self.step_epoch += 1
+        self._run_finished_steps()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["continual"] = {
+            "step": self.step,
+            "step_epoch": self.step_epoch,
+            "started": self.started,
+            "done": self.done,
+            "correct": self.correct,
+            "total": self.total,
+            "memory": {int(c): ix.tolist() for c, ix in self.memory.items()},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["continual"]
+        self.step, self.step_epoch = state["step"], state["step_epoch"]
+        self.started, self.done = state["started"], state["done"]
+        self.correct, self.total = state["correct"], state["total"]
+        self.memory = {int(c): torch.tensor(ix, dtype=torch.long) for c, ix in state["memory"].items()}
+        if self.step_epoch == 0:
+            # Saved at a step boundary: the saved optimizer belongs to the previous step (other
+            # parameters, other schedule); configure_optimizers builds this step's afresh.
+            checkpoint["optimizer_states"] = []
+            checkpoint["lr_schedulers"] = []
+
+    # -- the step loop ---------------------------------------------------------------------------
+    def _begin_step(self, step: int) -> None:
+        self.step, self.step_epoch = step, 0
+        start, end = self.scenario.step_range(step)
+        self.reset_rows(start, end)
+        self.on_step_start(step)
+        self._new_optimizer = self.step_epochs(step) > 0
+
+    def _run_finished_steps(self) -> None:
+        """End every step whose epochs are done, and begin the next, until one needs training."""
+        while not self.done and self.step_epoch >= self.step_epochs(self.step):
+            self.on_step_end(self.step)
+            self._record(self.step)
+            if self.step + 1 == self.scenario.num_steps:
+                self.done = True
+                self.trainer.should_stop = True
+                rank_zero_info(cl_metrics.format_table(self.results(), title=f"{type(self).__name__} results"))
+            else:
+                self._begin_step(self.step + 1)
+
+    @torch.no_grad()
+    def predict(self, split: str, indices: Tensor, num_seen: int) -> Tensor:
+        """Predicted labels (among the first ``num_seen``) of rows ``indices`` of a split.
+
+        With a frozen backbone the features come from the cache (each test sample is encoded
+        once per run, not once per step).
+        """
+        was_training = self.training
+        self.eval()
+        if self.feature_cache is not None:
+            features, _ = self.feature_cache.get(split, indices)
+            scores = [self.classify_features(features.to(self.device))] if len(features) else []
+        else:
+            loader = self.scenario.loader(self.scenario.subset(split, indices), train=False)
+            scores = [self.classify(x.to(self.device)) for x, _ in loader]
+        self.train(was_training)
+        preds = [s[:, :num_seen].argmax(1).cpu() for s in scores]
+        return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+    def _record(self, step: int) -> None:
+        scenario = self.scenario
+        indices = scenario.eval_indices(step)
+        labels = scenario.labels(scenario.eval_split)[indices]
+        preds = self.predict(scenario.eval_split, indices, scenario.seen_classes(step))
+        task = scenario.class_step()[labels]
+        hits = preds == labels
+        steps = scenario.num_steps
+        self.correct.append([int(hits[task == t].sum()) for t in range(steps)])
+        self.total.append([int((task == t).sum()) for t in range(steps)])
+        results = self.results()
+        self._log_step(step, results["accuracy"][-1])
+        rank_zero_info(
+            f"step {step}: {scenario.seen_classes(step)} classes, accuracy {results['accuracy'][-1]:.2f}%"
+        )
+        self._write(results)
+
+    def results(self) -> dict[str, Any]:
+        """The metrics of the steps done so far (DESIGN.md "Outputs"), accuracies in percent."""
+        return cl_metrics.summarize(self.correct, self.total, few_shot=self.scenario.few_shot)
+
+    @rank_zero_only
+    def _log_step(self, step: int, accuracy: float) -> None:
+        # Straight to the loggers: this may run in on_fit_start, where self.log is not allowed.
+        for logger in self.trainer.loggers:
+            logger.log_metrics({"continual/accuracy": accuracy, "continual/step": step}, step=self.global_step)
+
+    @rank_zero_only
+    def _write(self, results: dict[str, Any]) -> None:
+        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
+        os.makedirs(log_dir, exist_ok=True)
+        payload = {"method": type(self).__name__, "steps_done": len(self.correct), **results}
+        with open(os.path.join(log_dir, "metrics.json"), "w") as f:
+            json.dump(cl_metrics.to_json(payload), f, indent=1)
+        rows = cl_metrics.to_csv_rows(results)
+        with open(os.path.join(log_dir, "metrics.csv"), "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(cl_metrics.to_json(rows))
+        with open(os.path.join(log_dir, "scenario.json"), "w") as f:
+            json.dump(self.scenario.describe(), f)
+
+    # -- features and memory -------------------------------------------------------------------
+    def features_of(self, split: str, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """Backbone features (eval mode) and remapped labels of rows of a split of the wrapped data."""
+        scenario = self.scenario
+        return extract_features(self.backbone, scenario.loader(scenario.subset(split, indices), train=False), self.device)
+
+    def train_features(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """Features and labels of training rows (from the cache once the backbone is frozen)."""
+        if self.feature_cache is not None:
+            return self.feature_cache.get("train", indices)
+        return self.features_of("train", indices)
+
+    def freeze_backbone(self) -> None:
+        """Freeze the extractor (eval mode for good) and start caching its features (idempotent)."""
+        if self.feature_cache is not None:
+            return
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+        self.feature_cache = FeatureCache(self.features_of)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.feature_cache is not None:
+            self.backbone.eval()  # frozen: batch-norm statistics must not move
+        return self
+
+    def per_class_memory(self, seen: int) -> int:
+        """Exemplars kept per class when ``seen`` classes are known."""
+        if self.memory_per_class is not None:
+            return self.memory_per_class
+        return self.memory_size // seen if seen else 0
+
+    def update_memory(self, step: int) -> None:
+        """Herding selection for the step's new classes; old classes keep their first m exemplars."""
+        seen = self.scenario.seen_classes(step)
+        m = self.per_class_memory(seen)
+        if m == 0:
+            self.memory = {}
+            return
+        self.memory = {c: ix[:m] for c, ix in self.memory.items()}
+        indices = self.scenario.train_indices(step)
+        features, labels = self.train_features(indices)
+        for c in labels.unique().tolist():
+            rows = torch.nonzero(labels == c).flatten()
+            self.memory[c] = indices[rows[herding(features[rows], m)]]
+
+
+def _concat(datasets: list[Dataset]) -> Dataset:
+    """One dataset from several (in-memory ones are concatenated as tensors)."""
+    from framework.data.base import InMemoryDataset
+
+    if all(isinstance(d, InMemoryDataset) for d in datasets) and len({id(d.transform) for d in datasets}) == 1:
+        return InMemoryDataset(torch.cat([d.x for d in datasets]), torch.cat([d.y for d in datasets]), datasets[0].transform)
+    return ConcatDataset(datasets)

@@ -1,0 +1,134 @@
+"""FeTrIL (Petit et al., WACV 2023): a frozen extractor and pseudo-features by feature translation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from framework.continual.base import ContinualModule
+from framework.continual.functional import class_means, nearest_new_class, pseudo_features
+from framework.continual.scenario import IncrementalScenario
+from framework.data.base import InMemoryDataset
+from framework.errors import ConfigError
+from registry import register
+
+
+@register("model", "fetril")
+class FeTrIL(ContinualModule):
+    """FeTrIL: train the extractor on the base step, freeze it, and learn later steps from features.
+
+    At step s > 0, the features of the new classes are real; each old class c gets
+    pseudo-features f - mu_n + mu_c for every real feature f of the new class n whose mean is
+    nearest to mu_c. A classifier over all seen classes is then learned from scratch on
+    these features. The frozen extractor's features are computed once per sample and cached.
+
+    Defaults follow the paper and its official code (GregoirePetit/FeTrIL): Euclidean
+    nearest class, a one-vs-rest linear SVM (C = 1, tol = 1e-4) on L2-normalised features,
+    refitted at every step (the base step included). PyCIL's choices are options:
+    ``distance: cosine`` and ``classifier: linear`` (a linear layer on raw features trained
+    for ``epochs`` epochs with ``optimizer``; PyCIL: SGD lr 0.05, wd 5e-4, cosine, 50 epochs).
+
+    Args:
+        classifier: ``svm`` (paper) or ``linear`` (PyCIL).
+        distance: ``euclidean`` (paper) or ``cosine`` (PyCIL) between class means.
+        svm_c: The SVM's regularisation C.
+        svm_tol: The SVM's stopping tolerance.
+        epochs: Epochs of the linear classifier at each later step (``classifier: linear``).
+        optimizer: Optimizer of the linear classifier at later steps.
+        **kwargs: The arguments of :class:`~framework.continual.base.ContinualModule`.
+    """
+
+    def __init__(
+        self,
+        classifier: str = "svm",
+        distance: str = "euclidean",
+        svm_c: float = 1.0,
+        svm_tol: float = 1e-4,
+        epochs: int = 50,
+        optimizer: OptimizerCallable = lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(epochs=epochs, optimizer=optimizer, **kwargs)
+        if classifier not in ("svm", "linear"):
+            raise ConfigError(f"fetril classifier must be 'svm' or 'linear', got {classifier!r}")
+        if distance not in ("euclidean", "cosine"):
+            raise ConfigError(f"fetril distance must be 'euclidean' or 'cosine', got {distance!r}")
+        if classifier == "svm" and self.head.bias is None:
+            raise ConfigError("fetril's svm classifier needs head_bias: true (the SVM has an intercept)")
+        self.classifier, self.distance, self.svm_c, self.svm_tol = classifier, distance, svm_c, svm_tol
+        # Class means of real features, kept from the step that introduced each class.
+        self.register_buffer("means", torch.zeros(self.num_classes, self.num_features))
+        self._step_features: tuple[Tensor, Tensor] | None = None
+
+    def step_epochs(self, step: int) -> int:
+        if step == 0:
+            return self.base_epochs
+        return self.epochs if self.classifier == "linear" else 0
+
+    def on_step_start(self, step: int) -> None:
+        if step == 0:
+            return
+        self.freeze_backbone()
+        start, end = self.scenario.step_range(step)
+        features, labels = self.train_features(self.scenario.train_indices(step))
+        new_means = class_means(features, labels, range(start, end))
+        self.means[start:end] = new_means.to(self.means)
+        old_means = self.means[:start].cpu()
+        nearest = nearest_new_class(old_means, new_means, self.distance)
+        xs, ys = [features], [labels]
+        for c in range(start):
+            n = int(nearest[c])
+            xs.append(pseudo_features(features[labels == start + n], new_means[n], old_means[c]))
+            ys.append(torch.full((int((labels == start + n).sum()),), c, dtype=torch.long))
+        self._step_features = (torch.cat(xs), torch.cat(ys))
+
+    def reset_rows(self, start: int, end: int) -> None:
+        if self.classifier == "linear":
+            super().reset_rows(start, end)
+
+    def train_data(self, scenario: IncrementalScenario) -> Dataset:
+        if self.step == 0:
+            return super().train_data(scenario)
+        if self._step_features is None:
+            self.on_step_start(self.step)
+        return InMemoryDataset(*self._step_features)
+
+    def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
+        logits = self(x) if self.step == 0 else self.head(x)  # later steps train on features
+        return F.cross_entropy(logits[:, : self.seen], y)
+
+    def on_step_end(self, step: int) -> None:
+        if step == 0:
+            self.freeze_backbone()
+            features, labels = self.train_features(self.scenario.train_indices(0))
+            self.means[: self.seen] = class_means(features, labels, range(self.seen)).to(self.means)
+            self._step_features = (features, labels)
+        if self.classifier == "svm":
+            self.fit_svm(*self._step_features)
+        self._step_features = None  # rebuilt from the cache if ever needed again
+        super().on_step_end(step)
+
+    def fit_svm(self, features: Tensor, labels: Tensor) -> None:
+        """One-vs-rest linear SVM on L2-normalised features, copied into the head's rows."""
+        from sklearn.svm import LinearSVC
+
+        svm = LinearSVC(penalty="l2", dual=False, C=self.svm_c, tol=self.svm_tol, multi_class="ovr", fit_intercept=True)
+        svm.fit(F.normalize(features, dim=1).numpy(), labels.numpy())
+        coef, intercept = svm.coef_, svm.intercept_
+        if len(svm.classes_) == 2:  # binary: one hyperplane, decision > 0 means classes_[1]
+            coef, intercept = np.concatenate([-coef, coef]), np.concatenate([-intercept, intercept])
+        rows = torch.as_tensor(svm.classes_, dtype=torch.long)
+        with torch.no_grad():
+            self.head.weight[rows] = torch.as_tensor(coef, dtype=self.head.weight.dtype, device=self.device)
+            self.head.bias[rows] = torch.as_tensor(intercept, dtype=self.head.bias.dtype, device=self.device)
+
+    def classify_features(self, features: Tensor) -> Tensor:
+        if self.classifier == "svm" and self.feature_cache is not None:
+            features = F.normalize(features, dim=1)
+        return self.head(features)

@@ -1,0 +1,100 @@
+"""WA (Zhao et al., CVPR 2020): distillation, exemplar replay and weight aligning of the classifier."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from framework.continual.base import ContinualModule
+from framework.continual.functional import distillation_loss, weight_align_gamma
+from registry import register
+
+
+@register("model", "wa")
+class WA(ContinualModule):
+    """Maintaining discrimination and fairness: CE + KD with exemplars, then weight aligning.
+
+    Each later step minimises (1 - l) CE + l KD with l = old / seen classes, KD at temperature
+    T against the previous model's logits on the old classes; the data is the new classes
+    plus an exemplar memory chosen by herding (``memory_size`` in total, or
+    ``memory_per_class``). After each later step the new classes' rows are scaled by
+    gamma = mean ||w_old|| / mean ||w_new||.
+
+    Defaults follow the official code (bwbwzhao/Weight-Aligning): L1 row norms, gamma capped
+    at 1, no head bias, head weights clipped to >= 0 after every optimiser step. PyCIL's
+    choices are options: ``norm: 2, clamp_gamma: false, clip_weights: false, head_bias: true``.
+    The KD weight old/seen equals the official t/(t+1) for equal steps and stays right for
+    uneven ones.
+
+    Args:
+        memory_size: Total exemplar budget (2,000 for CIFAR-100: 20 per class at the end).
+        temperature: Distillation temperature T.
+        norm: p of the row norms in gamma (official 1, PyCIL 2).
+        clamp_gamma: Cap gamma at 1 (official code).
+        clip_weights: Clip the head weights to >= 0 after every optimiser step (official code).
+        head_bias: Whether the head has a bias (official: no; PyCIL: yes; never aligned).
+        **kwargs: The arguments of :class:`~framework.continual.base.ContinualModule`.
+    """
+
+    def __init__(
+        self,
+        memory_size: int = 2000,
+        temperature: float = 2.0,
+        norm: float = 1.0,
+        clamp_gamma: bool = True,
+        clip_weights: bool = True,
+        head_bias: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(memory_size=memory_size, head_bias=head_bias, **kwargs)
+        self.temperature, self.norm = temperature, norm
+        self.clamp_gamma, self.clip_weights = clamp_gamma, clip_weights
+        # The previous step's model, frozen; a submodule so that checkpoints carry it.
+        self.old_backbone = copy.deepcopy(self.backbone).requires_grad_(False).eval()
+        self.old_head = copy.deepcopy(self.head).requires_grad_(False).eval()
+        self.gammas: list[float] = []
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if hasattr(self, "old_backbone"):
+            self.old_backbone.eval()
+            self.old_head.eval()
+        return self
+
+    def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
+        logits = self(x)[:, : self.seen]
+        ce = F.cross_entropy(logits, y)
+        if self.step == 0:
+            return ce
+        known = self.known
+        with torch.no_grad():
+            old_logits = self.old_head(self.old_backbone(x))[:, :known]
+        kd = distillation_loss(logits[:, :known], old_logits, self.temperature)
+        ratio = known / self.seen
+        self.log("train/kd", kd)
+        return (1 - ratio) * ce + ratio * kd
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.clip_weights:
+            with torch.no_grad():
+                self.head.weight.clamp_(min=0)
+
+    def on_step_end(self, step: int) -> None:
+        if step > 0:
+            self.align_weights(self.known, self.seen)
+        super().on_step_end(step)  # herding uses the aligned model's features (same features)
+        self.old_backbone.load_state_dict(self.backbone.state_dict())
+        self.old_head.load_state_dict(self.head.state_dict())
+
+    @torch.no_grad()
+    def align_weights(self, known: int, seen: int) -> float:
+        """Scale the new classes' head rows by gamma (bias untouched, as in both references)."""
+        weight = self.head.weight
+        gamma = weight_align_gamma(weight[:seen], known, self.norm, self.clamp_gamma)
+        weight[known:seen] *= gamma
+        self.gammas.append(float(gamma))
+        return float(gamma)
