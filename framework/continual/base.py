@@ -7,7 +7,7 @@ How the loop works (docs/continual.md has the picture):
 * Every epoch the scenario DataModule's ``train_dataloader`` calls :meth:`train_data`, so each
   epoch trains on the current step's data (``reload_dataloaders_every_n_epochs`` is set to 1).
 * When a step's epochs are done (``on_train_epoch_end``), the module calls ``on_step_end``,
-  evaluates on the seen classes, writes metrics.json / metrics.csv, begins the next step
+  evaluates on the seen classes, writes metrics.json / results.csv, begins the next step
   (``on_step_start``) and runs straight through training-free steps. Optimizers are rebuilt at
   the first epoch of a step (``configure_optimizers`` reads ``self.step``).
 * ``trainer.fit_loop.max_epochs`` is set to the protocol's total, and the fit stops after the
@@ -234,6 +234,7 @@ class ContinualModule(ClasszooModule):
             "correct": self.correct,
             "total": self.total,
             "memory": {int(c): ix.tolist() for c, ix in self.memory.items()},
+            "frozen": self.feature_cache is not None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -242,6 +243,8 @@ class ContinualModule(ClasszooModule):
         self.started, self.done = state["started"], state["done"]
         self.correct, self.total = state["correct"], state["total"]
         self.memory = {int(c): torch.tensor(ix, dtype=torch.long) for c, ix in state["memory"].items()}
+        if state["frozen"]:
+            self.freeze_backbone()  # before configure_optimizers: the saved optimizer holds only the trainable rest
         if self.step_epoch == 0:
             # Saved at a step boundary: the saved optimizer belongs to the previous step (other
             # parameters, other schedule); configure_optimizers builds this step's afresh.
@@ -322,7 +325,7 @@ class ContinualModule(ClasszooModule):
         with open(os.path.join(log_dir, "metrics.json"), "w") as f:
             json.dump(cl_metrics.to_json(payload), f, indent=1)
         rows = cl_metrics.to_csv_rows(results)
-        with open(os.path.join(log_dir, "metrics.csv"), "w", newline="") as f:
+        with open(os.path.join(log_dir, "results.csv"), "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(cl_metrics.to_json(rows))

@@ -1,0 +1,153 @@
+"""Every continual method runs a whole digits protocol in one fit; ordering, resume, caches."""
+
+import json
+import os
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from framework.continual import FeTrIL, ContinualModule
+from framework.continual.scenario import ClassIncremental, FewShotIncremental
+from framework.data.digits import DigitsDataModule
+from framework.errors import ConfigError
+from registry import create
+
+NET = {"net": "cnn", "net_args": {"channels": [16, 32], "dropout": 0.0}}
+EPOCHS = {"base_epochs": 6, "epochs": 6}
+KEYS = {"accuracy", "accuracy_matrix", "average_incremental_accuracy", "last_accuracy", "forgetting",
+        "old_accuracy", "new_accuracy"}
+
+
+def cil():
+    return ClassIncremental(DigitsDataModule(), base_classes=4, increment=2, seed=1993, batch_size=64)
+
+
+def fscil():
+    return FewShotIncremental(DigitsDataModule(), base_classes=4, ways=2, shots=5, seed=1993, support_seed=0, batch_size=64)
+
+
+def run(name, data, root, callbacks=(), ckpt_path=None, **kwargs):
+    L.seed_everything(0)
+    model = create("model", name, num_classes=10, data_shape=(1, 8, 8), **NET, **{**EPOCHS, **kwargs})
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_checkpointing=bool(callbacks), callbacks=list(callbacks),
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(root),
+    )
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    return model, trainer
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("continual")
+    out = {}
+    for name, kw in [("finetune", {}), ("joint", {}), ("fetril", {}), ("wa", {"memory_size": 80})]:
+        out[name] = run(name, cil(), root / name, **kw)
+    for name, kw in [("finetune", {}), ("joint", {}), ("teen", {"alpha": 0.5})]:
+        out["fs_" + name] = run(name, fscil(), root / ("fs_" + name), **kw)
+    out["ncm"] = run("ncm", cil(), root / "ncm")
+    return out
+
+
+def aia(model):
+    return model.results()["average_incremental_accuracy"]
+
+
+def test_ordering_finetune_below_methods_below_joint(runs):
+    """The issue's seeded check: finetune < each of fetril, wa, teen <= joint (AIA)."""
+    for method in ("fetril", "wa"):
+        assert aia(runs["finetune"][0]) < aia(runs[method][0]) <= aia(runs["joint"][0]), method
+    assert aia(runs["fs_finetune"][0]) < aia(runs["fs_teen"][0]) <= aia(runs["fs_joint"][0])
+    assert aia(runs["finetune"][0]) < aia(runs["ncm"][0])
+
+
+def test_every_run_covers_the_protocol_and_writes_its_outputs(runs):
+    for name, (model, trainer) in runs.items():
+        assert model.done and len(model.correct) == 4, name
+        with open(os.path.join(trainer.default_root_dir, "metrics.json")) as f:
+            saved = json.load(f)
+        assert KEYS <= set(saved) and len(saved["accuracy"]) == 4, name
+        assert saved["average_incremental_accuracy"] == pytest.approx(aia(model))
+        if name.startswith("fs_"):
+            assert {"harmonic_mean", "performance_drop"} <= set(saved)
+        assert os.path.exists(os.path.join(trainer.default_root_dir, "results.csv"))
+        # trained epochs: the base step and the later steps that train (0 for training-free ones)
+        expected = sum(model.step_epochs(s) for s in range(4))
+        assert trainer.current_epoch == expected, name
+
+
+def test_fetril_features_are_extracted_once(runs):
+    model, trainer = runs["fetril"]
+    data = trainer.datamodule
+    n_train, n_test = len(data.labels("train")), len(data.labels("test"))
+    assert model.feature_cache.computed == n_train + n_test
+    assert all(not p.requires_grad for p in model.backbone.parameters())
+
+
+def test_wa_clips_aligns_and_keeps_a_herding_memory(runs):
+    model, _ = runs["wa"]
+    assert len(model.gammas) == 3 and all(0 < g <= 1 for g in model.gammas)
+    assert bool((model.head.weight >= 0).all())
+    assert sorted(model.memory) == list(range(10)) and all(len(ix) == 8 for ix in model.memory.values())
+    # the old model is the final one (snapshot after aligning)
+    assert torch.equal(model.old_head.weight, model.head.weight)
+
+
+def test_teen_prototypes_are_calibrated_class_means(runs):
+    from framework.continual.functional import calibrate_prototypes, class_means
+
+    model, trainer = runs["fs_teen"]
+    data = trainer.datamodule
+    feats, labels = model.train_features(data.train_indices(3))
+    expected = calibrate_prototypes(class_means(feats, labels, range(8, 10)), model.head.weight[:4], 16.0, 0.5)
+    assert torch.allclose(model.head.weight[8:10], expected, atol=1e-5)
+
+
+def test_fetril_linear_resumes_at_the_same_step(tmp_path):
+    """Stop mid-protocol (a checkpoint per epoch), resume from a step boundary and from mid-step."""
+    ckpts = ModelCheckpoint(dirpath=tmp_path / "ck", filename="{epoch}", every_n_epochs=1, save_top_k=-1)
+    full, _ = run("fetril", cil(), tmp_path / "full", callbacks=[ckpts], classifier="linear", base_epochs=3, epochs=2)
+    assert full.done and len(full.correct) == 4
+
+    class CountEpochs(Callback):
+        epochs = 0
+
+        def on_train_epoch_start(self, trainer, module):
+            CountEpochs.epochs += 1
+
+    # epoch index 4 ends step 1 (3 base epochs + 2): resume at the start of step 2
+    for ckpt, step, remaining in [("epoch=4.ckpt", 2, 4), ("epoch=5.ckpt", 2, 3)]:
+        CountEpochs.epochs = 0
+        model, trainer = run("fetril", cil(), tmp_path / ckpt, callbacks=[CountEpochs()], ckpt_path=tmp_path / "ck" / ckpt,
+                             classifier="linear", base_epochs=3, epochs=2)
+        assert CountEpochs.epochs == remaining
+        assert model.done and len(model.correct) == 4
+        assert model.correct[:2] == full.correct[:2]  # the steps done before stopping come from the checkpoint
+        assert model.results()["average_incremental_accuracy"] > 50
+
+
+def test_training_free_resume_reproduces_the_run(tmp_path):
+    """NCM after its base step is deterministic: a resumed run equals the uninterrupted one."""
+    ckpts = ModelCheckpoint(dirpath=tmp_path / "ck", filename="{epoch}", every_n_epochs=1, save_top_k=-1)
+    full, _ = run("ncm", cil(), tmp_path / "full", callbacks=[ckpts], base_epochs=2)
+    model, _ = run("ncm", cil(), tmp_path / "again", ckpt_path=tmp_path / "ck" / "epoch=1.ckpt", base_epochs=2)
+    assert model.correct == full.correct
+
+
+def test_scenario_is_required(tmp_path):
+    model = create("model", "finetune", num_classes=10, data_shape=(1, 8, 8), **NET, **EPOCHS)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, max_epochs=1,
+                        enable_progress_bar=False, default_root_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="incremental scenario"):
+        trainer.fit(model, datamodule=DigitsDataModule())
+
+
+def test_bad_arguments_raise_config_errors():
+    with pytest.raises(ConfigError):
+        FeTrIL(num_classes=10, data_shape=(1, 8, 8), classifier="knn", **NET)
+    with pytest.raises(ConfigError):
+        FeTrIL(num_classes=10, data_shape=(1, 8, 8), head_bias=False, **NET)
+    with pytest.raises(ConfigError):
+        ContinualModule(num_classes=10, data_shape=(1, 8, 8), epochs=-1, **NET)
