@@ -19,7 +19,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,12 @@ class SampleRequests(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(index)
         return torch.tensor(index, dtype=torch.int64), torch.tensor(index // self.num_per_class, dtype=torch.int64)
+
+    def batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(index, labels)`` batches of the share of ``rank``: indices ``rank, rank + world_size, ...``."""
+        index = torch.arange(rank, len(self), world_size, dtype=torch.int64)
+        for chunk in index.split(batch_size):
+            yield chunk, chunk // self.num_per_class
 
 
 # -- rendering ------------------------------------------------------------------------------
