@@ -121,16 +121,19 @@ class TorchvisionDataModule(ClasszooDataModule):
         cls = self._torchvision_class()
         try:
             return cls(self.root, train=train, download=download)
-        except RuntimeError as err:
-            if "not found" not in str(err):
+        except (RuntimeError, OSError) as err:
+            reason = " ".join(str(err).split())  # torchvision's messages span lines; ours is one
+            if download:  # no network, refused, bad archive: torchvision raises RuntimeError or URLError
+                raise DataNotFoundError(
+                    f"{self.registry_name}: could not download {self.dataset_name} into {self.root}: {reason}"
+                ) from None
+            if not isinstance(err, RuntimeError) or "not found" not in reason:
                 raise
             where = os.path.join(os.path.abspath(self.root), self.folder)
             raise DataNotFoundError(
                 f"{self.registry_name}: no {self.dataset_name} data in {where}; pass download: true "
                 f"(e.g. --data.download=true) to fetch it, or set root to the directory that holds {self.folder}/"
             ) from None
-        except OSError as err:  # download failures (no network, refused) surface as URLError/OSError
-            raise DataNotFoundError(f"{self.registry_name}: could not download {self.dataset_name} into {self.root}: {err}") from None
 
     def _read(self, train: bool) -> tuple[Tensor, Tensor]:
         """One split as float32 NCHW in [-1, 1] at ``image_size`` and int64 labels."""

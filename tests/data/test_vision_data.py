@@ -154,3 +154,18 @@ def test_download_skips_data_already_there(tmp_path, monkeypatch):
         dm.prepare_data()
         dm.setup()
         assert len(dm.test_dataset) in (10, 20)
+
+
+@pytest.mark.parametrize("cls,module", [(MNISTDataModule, "mnist"), (CIFAR10DataModule, "cifar")])
+def test_failed_download_is_one_clear_error(tmp_path, monkeypatch, cls, module):
+    import importlib
+    from urllib.error import URLError
+
+    def offline(*args, **kwargs):
+        raise URLError("network unreachable")
+
+    monkeypatch.setattr(importlib.import_module(f"torchvision.datasets.{module}"), "download_and_extract_archive", offline)
+    dm = cls(root=str(tmp_path), download=True)
+    with pytest.raises(DataNotFoundError, match="could not download") as err:
+        dm.prepare_data()
+    assert "\n" not in str(err.value)
