@@ -21,7 +21,9 @@ registry.load_plugins()
 
 def build(kind: str, name: str, **kwargs: Any) -> Any:
     """Create the object registered as ``kind``/``name`` with ``kwargs``: what the CLI builds."""
-    return registry.create(kind, name, **kwargs)
+    from framework.building import create
+
+    return create(kind, name, **kwargs)
 
 
 __all__ = ["build"]

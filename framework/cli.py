@@ -267,12 +267,12 @@ def _one_line(err: BaseException) -> str:
         return lines[0]
     key = ".".join(re.findall(r'Parser key "([^"]+)"', text))
     prefix = f"{key}: " if key else ""
-    nested = re.search(r"NestedArg\(key='([^']+)'", text)
-    if nested:
-        return f"{prefix}no argument {nested[1]!r} (list them with --{key or 'model'}.help CLASS)"
     expected = re.search(r"Expected a <class '([^']+)'>\. Got value: (.*)", text)
     if expected:
         return f"{prefix}expected {expected[1]}, got {expected[2]!r}"
+    nested = re.search(r"NestedArg\(key='([^']+)'", text)
+    if nested:
+        return f"{prefix}no argument {nested[1]!r} (list them with --{key or 'model'}.help CLASS)"
     subtypes, given = re.search(r"Subtypes: \[(.*)\]", text), re.search(r"Given value: (.*)", text)
     if subtypes and given:
         types = " or ".join(t.rsplit(".", 1)[-1] for t in re.findall(r"<class '([^']+)'>", subtypes[1]))
@@ -285,9 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "lightning"
-    if prog in ("__main__.py", "-m", "-c"):
-        prog = "python -m framework"
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    prog = prog if prog in ("lightning", "classzoo") else "classzoo"
     if argv and not argv[0].startswith("-") and argv[0] not in OUR_COMMANDS:
         delegated = _delegate_to_lightning_sdk(argv)
         if delegated is not None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 
 
 class ClasszooModule(L.LightningModule):
@@ -31,9 +35,47 @@ class ClasszooModule(L.LightningModule):
         self.num_classes = int(num_classes)
         self.data_shape = tuple(int(s) for s in data_shape)
 
+    # -- exact resume -------------------------------------------------------------------------
+    # Lightning checkpoints do not hold the random number generators, so a resumed run would
+    # shuffle and drop out differently from an uninterrupted one. The states are saved with the
+    # checkpoint and restored when the first training epoch after loading starts. (Our
+    # DataModules' loaders shuffle by (seed, epoch) and seed workers from their own
+    # generator, so the sanity check and the loaders never draw from these.)
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # plain types and tensors only: Lightning loads checkpoints with weights_only=True
+            "numpy": _numpy_state_to_plain(np.random.get_state()),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_states_to_restore = checkpoint.get("rng_states")
+
+    def on_train_epoch_start(self) -> None:
+        states = getattr(self, "_rng_states_to_restore", None)
+        if states:
+            torch.set_rng_state(states["torch"])
+            if states["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(states["cuda"])
+            np.random.set_state(_numpy_state_from_plain(states["numpy"]))
+            random.setstate(states["python"])
+        self._rng_states_to_restore = None
+
     def save_hyperparameters(self, *args, **kwargs) -> None:  # noqa: D102 - same as Lightning's
         ignore = list(kwargs.pop("ignore", None) or []) + list(self.hparams_ignore)
         super().save_hyperparameters(*args, ignore=ignore, frame=kwargs.pop("frame", None) or _caller_frame(), **kwargs)
+
+
+def _numpy_state_to_plain(state: tuple) -> list:
+    name, key, pos, has_gauss, cached = state
+    return [name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+
+
+def _numpy_state_from_plain(state: list) -> tuple:
+    name, key, pos, has_gauss, cached = state
+    return name, key.numpy().astype(np.uint32), pos, has_gauss, cached
 
 
 def _caller_frame():

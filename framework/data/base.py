@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 
 class InMemoryDataset(Dataset):
@@ -42,6 +42,26 @@ class InMemoryDataset(Dataset):
 def batch_passthrough(batch):
     """collate_fn for datasets whose ``__getitems__`` already returns a collated batch."""
     return batch
+
+
+class EpochShuffleSampler(RandomSampler):
+    """A permutation that depends only on (seed, epoch), like DistributedSampler on one process.
+
+    The order of epoch k is the same in an uninterrupted run and in a run resumed at epoch k,
+    and the global RNG is left alone. Being a RandomSampler, Lightning swaps it for a
+    DistributedSampler under DDP.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=g).tolist()
 
 
 class ClasszooDataModule(L.LightningDataModule):
@@ -91,11 +111,15 @@ class ClasszooDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not filled this split")
-        in_memory = hasattr(dataset, "__getitems__") and isinstance(dataset, InMemoryDataset)
+        in_memory = isinstance(dataset, InMemoryDataset)
+        # Loaders draw their worker seeds from their own generator, not the global one, so
+        # building a loader (sanity check, validation) never shifts the training randomness.
+        seed = torch.initial_seed()
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=EpochShuffleSampler(dataset, seed) if train else None,
+            generator=torch.Generator().manual_seed(seed),
             drop_last=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 import registry
+from framework.building import create
 from framework.core import ClasszooModule
 from framework.errors import ConfigError
 
@@ -58,7 +59,7 @@ class Classifier(ClasszooModule):
         if num_classes < 2:
             raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
         self.save_hyperparameters()
-        self.backbone = registry.create("net", net, data_shape=self.data_shape, **(net_args or {}))
+        self.backbone = create("net", net, data_shape=self.data_shape, **(net_args or {}))
         self.head = nn.Linear(self.backbone.num_features, num_classes)
         self.optimizer, self.scheduler = optimizer, scheduler
         self.label_smoothing = label_smoothing
