@@ -336,7 +336,8 @@ class ContinualModule(ClasszooModule):
     def features_of(self, split: str, indices: Tensor) -> tuple[Tensor, Tensor]:
         """Backbone features (eval mode) and remapped labels of rows of a split of the wrapped data."""
         scenario = self.scenario
-        return extract_features(self.backbone, scenario.loader(scenario.subset(split, indices), train=False), self.device)
+        clean = scenario.subset(split, indices, augment=False)
+        return extract_features(self.backbone, scenario.loader(clean, train=False), self.device)
 
     def train_features(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         """Features and labels of training rows (from the cache once the backbone is frozen)."""

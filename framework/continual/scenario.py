@@ -45,11 +45,16 @@ class _Relabelled(Dataset):
         return x, self.label_map[int(y)]
 
 
-def relabel(dataset: Dataset, indices: Tensor, label_map: Tensor) -> Dataset:
-    """The rows ``indices`` of ``dataset`` with labels ``label_map[y]`` (in-memory data stays in memory)."""
+def relabel(dataset: Dataset, indices: Tensor, label_map: Tensor, augment: bool = True) -> Dataset:
+    """The rows ``indices`` of ``dataset`` with labels ``label_map[y]`` (in-memory data stays in memory).
+
+    ``augment=False`` drops an in-memory dataset's (augmentation) transform: features for class
+    means, herding and frozen-extractor caches are computed on clean images, as in PyCIL.
+    """
     indices = torch.as_tensor(indices, dtype=torch.long)
     if isinstance(dataset, InMemoryDataset):
-        return InMemoryDataset(dataset.x[indices], label_map[dataset.y[indices]], dataset.transform)
+        transform = dataset.transform if augment else None
+        return InMemoryDataset(dataset.x[indices], label_map[dataset.y[indices]], transform)
     return _Relabelled(dataset, indices, label_map)
 
 
@@ -155,14 +160,14 @@ class IncrementalScenario(ClasszooDataModule):
         labels = self.labels("train")
         return torch.nonzero((labels >= start) & (labels < end)).flatten()
 
-    def subset(self, split: str, indices: Tensor) -> Dataset:
-        """Rows of a split of the wrapped data, remapped labels."""
+    def subset(self, split: str, indices: Tensor, augment: bool = True) -> Dataset:
+        """Rows of a split of the wrapped data, remapped labels (``augment=False``: no train-time transform)."""
         dataset = {"train": self.dataset.train_dataset, "val": self.dataset.val_dataset, "test": self.dataset.test_dataset}[
             split
         ]
         if dataset is None:
             raise ConfigError(f"{type(self.dataset).__name__} has no {split!r} split")
-        return relabel(dataset, indices, self.label_map)
+        return relabel(dataset, indices, self.label_map, augment)
 
     def train_data(self, steps: int | Sequence[int]) -> Dataset:
         """Training data of one step, or the union over several (e.g. every step so far)."""

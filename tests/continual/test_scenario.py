@@ -106,3 +106,11 @@ def test_wraps_a_registered_datamodule():
     s.setup("fit")
     assert s.num_classes == 10 and s.data_shape == (1, 8, 8) and s.batch_size == 32
     assert len(s.train_data(0)) + sum(len(s.train_data(i)) for i in range(1, 4)) == len(s.dataset.train_dataset)
+
+
+def test_features_are_taken_on_clean_images():
+    s = ClassIncremental(Toy(), base_classes=4, increment=2)
+    s.setup("fit")
+    s.dataset.train_dataset.transform = lambda x: x + 100.0  # stands for a random augmentation
+    assert float(s.train_data(0)[0][0][1]) >= 100.0
+    assert float(s.subset("train", torch.tensor([0]), augment=False)[0][0][1]) < 100.0

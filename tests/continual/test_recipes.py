@@ -1,0 +1,46 @@
+"""The continual recipes: digits ones run their whole protocol through the CLI; GPU ones parse."""
+
+import glob
+import json
+import os
+
+import pytest
+
+from framework.cli import main, run_cli
+
+RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "recipes")
+METHODS = ("finetune", "joint", "ncm", "fetril", "wa", "teen")
+DIGITS = sorted(p for p in glob.glob(os.path.join(RECIPES, "*_digits*.yaml")) if os.path.basename(p).startswith(METHODS))
+GPU = sorted(p for p in glob.glob(os.path.join(RECIPES, "*_cifar100*.yaml")) if os.path.basename(p).startswith(METHODS))
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
+
+
+def test_every_method_has_a_digits_recipe():
+    names = {os.path.basename(p).split("_")[0] for p in DIGITS}
+    assert names == set(METHODS)
+
+
+@pytest.mark.parametrize("recipe", DIGITS, ids=os.path.basename)
+def test_digits_recipe_runs_the_whole_protocol(recipe, in_tmp):
+    short = ["--model.init_args.base_epochs=1"]
+    if "ncm" not in recipe and "teen" not in recipe:
+        short.append("--model.init_args.epochs=1")
+    cli = run_cli(["fit", "--config", os.path.abspath(recipe), *QUIET, "--trainer.default_root_dir=out", *short])
+    assert cli.model.done
+    with open(os.path.join("out", "metrics.json")) as f:
+        metrics = json.load(f)
+    assert len(metrics["accuracy"]) == cli.datamodule.num_steps == 4
+    if "fewshot" in recipe or "teen" in recipe:
+        assert metrics["harmonic_mean"][0] is None and len(metrics["harmonic_mean"]) == 4
+
+
+@pytest.mark.parametrize("recipe", DIGITS[:1], ids=os.path.basename)
+def test_fast_dev_run(recipe, in_tmp):
+    assert main(["fit", "--config", os.path.abspath(recipe), *QUIET, "--trainer.fast_dev_run=1"]) == 0
+
+
+@pytest.mark.parametrize("recipe", GPU, ids=os.path.basename)
+def test_gpu_recipe_parses(recipe, in_tmp, capsys):
+    assert main(["fit", "--config", os.path.abspath(recipe), "--print_config"]) == 0
+    printed = capsys.readouterr().out
+    assert "framework.continual" in printed
