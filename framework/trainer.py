@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,10 @@ class ClasszooTrainer(L.Trainer):
         self.callbacks = [c for c in saved_callbacks if not isinstance(c, WeightAveraging)] + [writer]
         self.predict_loop.inference_mode = False
         try:
-            self.predict(model, dataloaders=loader, ckpt_path=ckpt_path, return_predictions=False)
+            with warnings.catch_warnings():
+                # Lightning asks for the callbacks that made the checkpoint; leaving out EMA is deliberate.
+                warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
+                self.predict(model, dataloaders=loader, ckpt_path=ckpt_path, return_predictions=False)
         finally:
             self.callbacks = saved_callbacks
             self.predict_loop.inference_mode = saved_inference_mode

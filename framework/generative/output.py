@@ -170,11 +170,18 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_samples(
@@ -190,7 +197,8 @@ def save_samples(
     labels = torch.as_tensor(labels).to(torch.int64)
     arrays = {"images": images.numpy().astype(np.float32), "labels": labels.numpy().astype(np.int64)}
     npz = write_atomic(directory / "samples.npz", lambda f: np.savez(f, **arrays))
-    picture = render_samples(images, labels, num_rows)
+    per_class = int(torch.bincount(labels).max()) if len(labels) else 1
+    picture = render_samples(images, labels, num_rows, columns=min(GRID_COLUMNS, per_class))
     if picture is not None:
         write_atomic(directory / "grid.png", lambda f: picture.save(f, format="PNG"))
     if config is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,6 +57,10 @@ def test_requests_and_seeds():
     assert len(SampleRequests(0, 5)) == 5 and int(SampleRequests(0, 5)[4][1]) == 0
     with pytest.raises(ConfigError):
         SampleRequests(3, 0)
+    # The per-rank shares (what each DDP rank generates for the metrics callback) partition the requests.
+    shares = [torch.cat([i for i, _ in req.batches(5, rank, 3)]) for rank in range(3)]
+    assert sorted(torch.cat(shares).tolist()) == list(range(12)) and shares[1].tolist() == [1, 4, 7, 10]
+    assert all(torch.equal(l, i // 4) for i, l in req.batches(5, 1, 3))
     assert sample_seeds(torch.arange(3), seed=0).tolist() == [0, 1, 2]
     seeds = sample_seeds(torch.arange(3), seed=2)
     assert seeds.tolist() == [(2 * 0x9E3779B9 + i) % 2**32 for i in range(3)]
@@ -78,8 +83,11 @@ def test_sample_writes_files(tmp_path):
     expected = model.generate(torch.tensor(labels), sample_seeds(torch.arange(15), 3))
     np.testing.assert_allclose(images, expected.detach().numpy(), atol=1e-6)
     grid = Image.open(tmp_path / "out" / "grid.png")
-    # 3 rows of 32-pixel tiles (4x4 enlarged 8x) with 2-pixel padding; 16 columns.
-    assert grid.size == (16 * 34 + 2, 3 * 34 + 2)
+    # 3 rows of 5 32-pixel tiles (4x4 enlarged 8x) with 2-pixel padding.
+    assert grid.size == (5 * 34 + 2, 3 * 34 + 2)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out" / "samples.npz").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     config = json.loads((tmp_path / "out" / "sample_config.json").read_text())
     assert config["seed"] == 3 and config["num_per_class"] == 5
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
@@ -87,9 +95,10 @@ def test_sample_writes_files(tmp_path):
 
 def test_sample_independent_of_batch_size_and_dependent_on_seed(tmp_path):
     model = _trained_model()
-    a = load_samples(_trainer().sample(model, num_per_class=3, output=str(tmp_path / "a"), batch_size=1))[0]
-    b = load_samples(_trainer().sample(model, num_per_class=3, output=str(tmp_path / "b"), batch_size=7))[0]
-    c = load_samples(_trainer().sample(model, num_per_class=3, output=str(tmp_path / "c"), seed=1))[0]
+    a = load_samples(_trainer().sample(model, num_per_class=20, output=str(tmp_path / "a"), batch_size=1))[0]
+    assert Image.open(tmp_path / "a" / "grid.png").size[0] == 16 * 34 + 2  # at most 16 columns
+    b = load_samples(_trainer().sample(model, num_per_class=20, output=str(tmp_path / "b"), batch_size=7))[0]
+    c = load_samples(_trainer().sample(model, num_per_class=20, output=str(tmp_path / "c"), seed=1))[0]
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 0.1
 
