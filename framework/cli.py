@@ -197,8 +197,9 @@ def print_fit_summary(trainer: Any) -> None:
     print("\nfit finished" + (":\n" + "\n".join(lines) if lines else ""))
     if ckpt:
         print(f"  checkpoint: {ckpt}")
-    if trainer.log_dir:
-        print(f"  logs: {trainer.log_dir}")
+    log_dir = trainer.loggers[0].log_dir if trainer.loggers else None  # trainer.log_dir is a collective
+    if log_dir:
+        print(f"  logs: {log_dir}")
 
 
 def run_cli(args: Sequence[str], **kwargs: Any) -> Any:
