@@ -156,7 +156,9 @@ def test_reflow_pairs_datamodule(tmp_path, monkeypatch):
     trainer.save_checkpoint(ckpt)
 
     cache = tmp_path / "pairs.npz"
-    data = ReflowPairs(str(ckpt), num_pairs=600, val_fraction=0.1, solver="rk4", steps=10, cache=str(cache), batch_size=128)
+    data = ReflowPairs(
+        str(ckpt), num_pairs=600, val_fraction=0.1, teacher_solver="rk4", teacher_steps=10, cache=str(cache), batch_size=128
+    )
     assert data.num_classes == 3 and data.data_shape == (2,)
     data.setup("fit")
     assert cache.exists() and data.teacher_nfe == 40

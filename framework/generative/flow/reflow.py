@@ -29,10 +29,14 @@ def load_flow(checkpoint: str, map_location: str | torch.device = "cpu"):
 
     if not os.path.isfile(checkpoint):
         raise DataNotFoundError(f"reflow: teacher checkpoint not found: {checkpoint} (train the teacher recipe first)")
+    hparams = torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    if "net" not in hparams:
+        # The net was passed as a module (notebook use), so the checkpoint cannot name it.
+        raise ConfigError(f"cannot rebuild a flow model from {checkpoint}: it does not name its net")
     try:
         model = FlowMatching.load_from_checkpoint(checkpoint, map_location=map_location, weights_only=False)
-    except (TypeError, RegistryError) as err:  # another model's checkpoint, or a net passed as a module
-        raise ConfigError(f"reflow: cannot rebuild a flow model from {checkpoint}: {err}") from None
+    except (TypeError, RegistryError) as err:  # another model's checkpoint
+        raise ConfigError(f"cannot rebuild a flow model from {checkpoint}: {err}") from None
     return model.eval()
 
 
@@ -94,10 +98,10 @@ class ReflowPairs(ClasszooDataModule):
         checkpoint: Path of the teacher's Lightning checkpoint.
         num_pairs: Number of pairs to generate (training plus validation).
         val_fraction: Fraction of the pairs held out for the validation loss.
-        solver: Teacher ODE solver (default ``dopri5``, as Liu et al.'s RK45).
-        steps: Teacher steps for a fixed-step solver.
-        guidance: Teacher guidance rule (e.g. ``cfg``), or None.
-        guidance_scale: Teacher guidance scale.
+        teacher_solver: Teacher ODE solver (default ``dopri5``, as Liu et al.'s RK45).
+        teacher_steps: Teacher steps for a fixed-step solver.
+        teacher_guidance: Teacher guidance rule (e.g. ``cfg``), or None.
+        teacher_guidance_scale: Teacher guidance scale.
         seed: First seed of the source draws.
         cache: Optional ``.npz`` path: load the pairs from it if it exists, else save them there.
         device: Device of the teacher during generation.
@@ -112,10 +116,10 @@ class ReflowPairs(ClasszooDataModule):
         checkpoint: str,
         num_pairs: int = 10000,
         val_fraction: float = 0.05,
-        solver: str = "dopri5",
-        steps: int = 100,
-        guidance: str | None = None,
-        guidance_scale: float | None = None,
+        teacher_solver: str = "dopri5",
+        teacher_steps: int = 100,
+        teacher_guidance: str | None = None,
+        teacher_guidance_scale: float | None = None,
         seed: int = 0,
         cache: str | None = None,
         device: str = "cpu",
@@ -132,7 +136,10 @@ class ReflowPairs(ClasszooDataModule):
         self.save_hyperparameters()
         self.checkpoint, self.num_pairs, self.val_fraction = checkpoint, num_pairs, val_fraction
         self.teacher_options = {
-            "solver": solver, "steps": steps, "guidance": guidance, "guidance_scale": guidance_scale
+            "solver": teacher_solver,
+            "steps": teacher_steps,
+            "guidance": teacher_guidance,
+            "guidance_scale": teacher_guidance_scale,
         }
         self.seed, self.cache, self.generation_device = seed, cache, device
         self.generation_batch_size = generation_batch_size
