@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,6 +101,8 @@ class ContinualModule(ClasszooModule):
         self.correct: list[list[int]] = []
         self.total: list[list[int]] = []
         self.memory: dict[int, Tensor] = {}  # label -> indices into the training set, herding order
+        self.step_seconds: list[float] = []  # wall time of each step: its training and step-end work (not the evaluation)
+        self._step_clock = time.perf_counter()
         self._new_optimizer = False
         self.feature_cache: FeatureCache | None = None
 
@@ -207,6 +210,7 @@ class ContinualModule(ClasszooModule):
         if self.done:
             trainer.should_stop = True
             return
+        self._step_clock = time.perf_counter()  # a resumed step's time counts from the resume
         if not self.started:
             self.started = True
             self._begin_step(0)
@@ -235,6 +239,7 @@ class ContinualModule(ClasszooModule):
             "total": self.total,
             "memory": {int(c): ix.tolist() for c, ix in self.memory.items()},
             "frozen": self.feature_cache is not None,
+            "step_seconds": self.step_seconds,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -242,6 +247,7 @@ class ContinualModule(ClasszooModule):
         self.step, self.step_epoch = state["step"], state["step_epoch"]
         self.started, self.done = state["started"], state["done"]
         self.correct, self.total = state["correct"], state["total"]
+        self.step_seconds = state.get("step_seconds", [])
         self.memory = {int(c): torch.tensor(ix, dtype=torch.long) for c, ix in state["memory"].items()}
         if state["frozen"]:
             self.freeze_backbone()  # before configure_optimizers: the saved optimizer holds only the trainable rest
@@ -254,6 +260,7 @@ class ContinualModule(ClasszooModule):
     # -- the step loop ---------------------------------------------------------------------------
     def _begin_step(self, step: int) -> None:
         self.step, self.step_epoch = step, 0
+        self._step_clock = time.perf_counter()
         start, end = self.scenario.step_range(step)
         self.reset_rows(start, end)
         self.on_step_start(step)
@@ -263,7 +270,7 @@ class ContinualModule(ClasszooModule):
         """End every step whose epochs are done, and begin the next, until one needs training."""
         while not self.done and self.step_epoch >= self.step_epochs(self.step):
             self.on_step_end(self.step)
-            self._record(self.step)
+            self._record(self.step, time.perf_counter() - self._step_clock)
             if self.step + 1 == self.scenario.num_steps:
                 self.done = True
                 self.trainer.should_stop = True
@@ -290,7 +297,7 @@ class ContinualModule(ClasszooModule):
         preds = [s[:, :num_seen].argmax(1).cpu() for s in scores]
         return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
 
-    def _record(self, step: int) -> None:
+    def _record(self, step: int, seconds: float) -> None:
         scenario = self.scenario
         indices = scenario.eval_indices(step)
         labels = scenario.labels(scenario.eval_split)[indices]
@@ -300,6 +307,7 @@ class ContinualModule(ClasszooModule):
         steps = scenario.num_steps
         self.correct.append([int(hits[task == t].sum()) for t in range(steps)])
         self.total.append([int((task == t).sum()) for t in range(steps)])
+        self.step_seconds.append(seconds)
         results = self.results()
         self._log_step(step, results["accuracy"][-1])
         rank_zero_info(
@@ -321,7 +329,7 @@ class ContinualModule(ClasszooModule):
     def _write(self, results: dict[str, Any]) -> None:
         log_dir = self.trainer.log_dir or self.trainer.default_root_dir
         os.makedirs(log_dir, exist_ok=True)
-        payload = {"method": type(self).__name__, "steps_done": len(self.correct), **results}
+        payload = {"method": type(self).__name__, "steps_done": len(self.correct), **results, "step_seconds": self.step_seconds}
         with open(os.path.join(log_dir, "metrics.json"), "w") as f:
             json.dump(cl_metrics.to_json(payload), f, indent=1)
         rows = cl_metrics.to_csv_rows(results)

@@ -1,0 +1,97 @@
+"""Digits class-incremental table for every continual method (the digits recipes' settings).
+
+    OMP_NUM_THREADS=1 python benchmarks/continual_digits.py [--seeds 0 1 2] [--out results.json]
+
+Runs each recipes/<method>_digits.yaml (in-process, same arguments as the CLI) for each seed and
+prints per-step accuracy, average incremental accuracy (AIA), last accuracy and forgetting.
+finetune, joint, ncm, fetril and wa use the class-incremental scenario (4 base classes, then
+3 steps of 2); teen and its finetune/joint bounds use the few-shot one (4 base, 3 x 2-way 5-shot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RECIPES = os.path.join(HERE, "..", "recipes")
+RUNS = [
+    ("finetune", "finetune_digits.yaml"),
+    ("joint", "joint_digits.yaml"),
+    ("ncm", "ncm_digits.yaml"),
+    ("fetril", "fetril_digits.yaml"),
+    ("fetril (linear, PyCIL)", "fetril_digits.yaml", {"classifier": "linear", "distance": "cosine"}),
+    ("wa", "wa_digits.yaml"),
+    ("wa (PyCIL options)", "wa_digits.yaml", {"norm": 2.0, "clamp_gamma": False, "clip_weights": False, "head_bias": True}),
+    ("finetune (few-shot)", "finetune_digits_fewshot.yaml"),
+    ("joint (few-shot)", "joint_digits.yaml", {}, "teen_digits.yaml"),
+    ("teen (few-shot)", "teen_digits.yaml"),
+]
+
+
+def run(recipe: str, seed: int, model_overrides: dict, data_recipe: str | None) -> dict:
+    from framework.cli import run_cli
+
+    with open(os.path.join(RECIPES, recipe)) as f:
+        config = yaml.safe_load(f)
+    config["seed_everything"] = seed
+    config["model"]["init_args"].update(model_overrides)
+    if data_recipe:
+        with open(os.path.join(RECIPES, data_recipe)) as f:
+            config["data"] = yaml.safe_load(f)["data"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "r.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(config, f)
+        start = time.perf_counter()
+        cli = run_cli(["fit", "--config", path, "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+                       "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp}"])
+        seconds = time.perf_counter() - start
+        with open(os.path.join(tmp, "metrics.json")) as f:
+            metrics = json.load(f)
+    metrics["wall_seconds"] = seconds
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--out", default=None, help="write every run's metrics.json here (one JSON list)")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    results = []
+    for entry in RUNS:
+        label, recipe = entry[0], entry[1]
+        overrides = entry[2] if len(entry) > 2 else {}
+        data_recipe = entry[3] if len(entry) > 3 else None
+        for seed in args.seeds:
+            metrics = run(recipe, seed, overrides, data_recipe)
+            results.append({"method": label, "seed": seed, **metrics})
+            print(f"{label} seed {seed}: AIA {metrics['average_incremental_accuracy']:.2f}", file=sys.stderr)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+    print("| method | per-step accuracy (%) | AIA | last | forgetting | wall (s) |")
+    print("|---|---|---|---|---|---|")
+    for entry in RUNS:
+        rows = [r for r in results if r["method"] == entry[0]]
+        steps = [statistics.mean(r["accuracy"][s] for r in rows) for s in range(len(rows[0]["accuracy"]))]
+        mean = lambda key: statistics.mean(r[key] for r in rows)  # noqa: E731
+        spread = lambda key: (statistics.stdev(r[key] for r in rows) if len(rows) > 1 else 0.0)  # noqa: E731
+        print(
+            f"| {entry[0]} | {' / '.join(f'{a:.1f}' for a in steps)} | {mean('average_incremental_accuracy'):.2f}"
+            f" ± {spread('average_incremental_accuracy'):.2f} | {mean('last_accuracy'):.2f} | {mean('forgetting'):.2f}"
+            f" | {mean('wall_seconds'):.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
