@@ -182,3 +182,30 @@ def test_reflow_pairs_datamodule(tmp_path, monkeypatch):
     err_teacher = (teacher.solve(val_x0, val_y, solver="euler", steps=1).x - val_x1).pow(2).sum(1).mean()
     err_student = (student.solve(val_x0, val_y, solver="euler", steps=1).x - val_x1).pow(2).sum(1).mean()
     assert err_student < 0.5 * err_teacher, (err_student, err_teacher)
+
+
+class _LinearClassifier(nn.Module):
+    """logits = x W^T (time ignored): grad_x log p(y | x) = W_y - sum_k p_k W_k."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, -1.0]]))
+
+    def forward(self, x, t):
+        return x @ self.weight.T
+
+
+def test_classifier_guidance_adds_the_scaled_class_score():
+    model = _model().eval()
+    model.guidance_classifier = _LinearClassifier()
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    t = torch.tensor(0.25)
+    plain = model.velocity_field(labels)(t, x)
+    guided = model.velocity_field(labels, "classifier", 2.0)(t, x)
+    w = model.guidance_classifier.weight.detach()
+    grad = w[labels] - torch.softmax(x @ w.T, 1) @ w
+    # Straight path: velocity = x / t + (1 - t) / t * score.
+    torch.testing.assert_close(guided - plain, 2.0 * (1 - 0.25) / 0.25 * grad)
+    model.generate(labels, range(5), steps=4, guidance="classifier", guidance_scale=1.0)
+    assert model.last_nfe == 4

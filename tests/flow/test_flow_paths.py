@@ -120,3 +120,27 @@ def test_bad_paths_raise_config_error():
         build_path("cfm", sigma=-1.0)
     with pytest.raises(ConfigError, match="path 'cfm'"):
         build_path("cfm", width=3)
+
+
+@pytest.mark.parametrize(
+    ("name", "a", "b"),
+    [
+        ("cfm", lambda t: t, lambda t: 1 - t),
+        ("vp_path", lambda t: torch.sin(torch.pi / 2 * t), lambda t: torch.cos(torch.pi / 2 * t)),
+        ("target_cfm", lambda t: t, lambda t: 1 - (1 - 0.01) * t),
+    ],
+)
+def test_score_coefficient_turns_the_score_into_the_marginal_velocity(name, a, b):
+    # x_t = a x1 + b x0, x0 ~ N(0, 1), x1 ~ N(mu, s^2): the marginal velocity E[a' x1 + b' x0 | x_t]
+    # equals (a'/a) x + coef * score with score = -(x - a mu) / var.
+    path = build_path(name, sigma=0.01) if name == "target_cfm" else build_path(name)
+    mu, s = 1.5, 0.7
+    t = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64, requires_grad=True)
+    da = torch.autograd.grad(a(t).sum(), t)[0]
+    db = torch.autograd.grad(b(t).sum(), t)[0]
+    t = t.detach()
+    x = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64)
+    var = a(t) ** 2 * s**2 + b(t) ** 2
+    d = x - a(t) * mu
+    velocity = da * (mu + a(t) * s**2 / var * d) + db * (b(t) / var * d)
+    torch.testing.assert_close(da / a(t) * x + path.score_coefficient(t) * (-d / var), velocity)
