@@ -62,6 +62,7 @@ class Formulation:
         t_min: Smallest time used for sampling and likelihood (score_sde's ``eps`` 1e-3;
             EDM: ``sigma_min``).
         train_eps: Smallest training time (score_sde: 1e-5).
+        likelihood_eps: Data-end time of the likelihood integral (score_sde: 1e-5).
         prior_std: Standard deviation of the prior of ``x_T``.
         default_schedule: ``"time"`` (uniform in t) or ``"karras"``.
     """
@@ -71,6 +72,7 @@ class Formulation:
     train_eps: float = 1e-5
     prior_std: float = 1.0
     default_schedule: str = "time"
+    likelihood_eps: float = 1e-5
 
     # -- marginal and SDE (score_sde's sde_lib) ---------------------------------------
     def alpha_std(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -331,6 +333,7 @@ class EDM(Formulation):
             raise ConfigError("edm needs 0 < sigma_min < sigma_max, sigma_data > 0 and p_std > 0")
         self.sigma_data, self.p_mean, self.p_std = float(sigma_data), float(p_mean), float(p_std)
         self.t_min, self.t_max, self.prior_std = float(sigma_min), float(sigma_max), float(sigma_max)
+        self.likelihood_eps = self.t_min
 
     def alpha_std(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return torch.ones_like(t), t

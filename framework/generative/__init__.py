@@ -1,0 +1,7 @@
+"""Class-conditional generators: the shared base, guidance, ODE solvers and three families.
+
+Importing this package registers every family's entries (``diffusion``, ``flow``, ``gan``).
+"""
+
+from framework.generative import guidance, ode  # noqa: F401
+from framework.generative import diffusion, flow, gan  # noqa: F401

@@ -1,0 +1,298 @@
+"""The registered ``diffusion`` model: score-based diffusion with any formulation and sampler."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+import registry
+from framework.errors import ConfigError, DataNotFoundError
+from framework.generative.base import GenerativeModule
+from framework.generative.diffusion.formulations import Formulation
+from framework.generative.diffusion.samplers import Denoiser, SampleResult, pf_velocity, sample
+from framework.generative.guidance import Guidance, GuidanceInput, build_guidance
+from framework.generative.noise import PerSampleNoise, seeded_randn
+
+__all__ = ["Diffusion"]
+
+
+@registry.register("model", "diffusion", aliases=("score_sde", "edm"))
+class Diffusion(GenerativeModule):
+    """Score-based diffusion (Song et al. 2021; Karras et al. 2022), class-conditional.
+
+    Training minimises the formulation's denoising loss (score matching for ``vp``,
+    ``subvp``, ``ve``; EDM's preconditioned loss for ``edm``); labels are replaced by the
+    null class ``num_classes`` with probability ``label_dropout`` so that classifier-free
+    guidance works. Sampling runs any registered sampler on the denoiser ``D(x, sigma, y)``
+    (``lightning list sampler``); every sample's initial and per-step noise comes from its
+    own seed.
+
+    Args:
+        num_classes: Number of classes (0: unconditional); linked from the data by the CLI.
+        data_shape: Shape of one sample; linked from the data by the CLI.
+        net: Registry name of a denoiser net (``unet``, ``dit``, ``resmlp``) or a module.
+        net_args: Keyword arguments of the net.
+        formulation: ``vp``, ``subvp``, ``ve`` or ``edm`` (``lightning list formulation``).
+        formulation_args: Its arguments (``beta_min``, ``sigma_max``, ``sigma_data``, ...).
+        likelihood_weighting: score_sde's likelihood weighting of the SDE losses.
+        label_dropout: Probability of training a sample with the null label.
+        sampler: Default sampler (``edm_heun``, ``dpmpp_2m``, ``ddim``, ``pc``, ``pf_ode``, ...).
+        steps: Default number of noise levels (EDM Heun: 18 steps = 35 NFE).
+        schedule: Noise levels: ``karras`` or ``time`` (default: the formulation's own).
+        sampler_args: Default options of the sampler (``eta``, ``churn``, ``snr``, ``solver``, ...).
+        guidance: Default guidance rule (``cfg``, ``classifier``, ``cfg+classifier``) or None.
+        guidance_scale: Default guidance scale (cfg: 1 = conditional, 0 = unconditional).
+        classifier_scale: Classifier scale of the ``cfg+classifier`` combination.
+        guidance_classifier: Checkpoint of a ``noisy_classifier`` for classifier guidance.
+        optimizer: Optimizer factory.
+        scheduler: Optional learning-rate scheduler factory, stepped every optimizer step.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        data_shape: Sequence[int] = (1, 8, 8),
+        net: str | nn.Module = "unet",
+        net_args: dict[str, Any] | None = None,
+        formulation: str = "edm",
+        formulation_args: dict[str, Any] | None = None,
+        likelihood_weighting: bool = False,
+        label_dropout: float = 0.1,
+        sampler: str = "edm_heun",
+        steps: int = 18,
+        schedule: str | None = None,
+        sampler_args: dict[str, Any] | None = None,
+        guidance: str | None = None,
+        guidance_scale: float = 1.0,
+        classifier_scale: float = 1.0,
+        guidance_classifier: str | None = None,
+        optimizer: OptimizerCallable = lambda p: torch.optim.Adam(p, lr=1e-3),
+        scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__(num_classes=num_classes, data_shape=data_shape)
+        if isinstance(net, nn.Module):
+            self.hparams_ignore = (*self.hparams_ignore, "net")
+        self.save_hyperparameters()
+        if not 0 <= label_dropout < 1:
+            raise ConfigError(f"label_dropout must be in [0, 1), got {label_dropout}")
+        if isinstance(net, nn.Module):
+            self.net = net
+        else:
+            self.net = registry.create(
+                "net", net, data_shape=self.data_shape, num_classes=self.num_classes, **(net_args or {})
+            )
+        try:
+            self.formulation: Formulation = registry.create("formulation", formulation, **(formulation_args or {}))
+        except TypeError as err:
+            raise ConfigError(f"formulation {formulation!r}: {err}") from None
+        registry.entry("sampler", sampler)  # an unknown default sampler fails at construction
+        self.likelihood_weighting = likelihood_weighting
+        self.label_dropout = label_dropout if self.num_classes > 0 else 0.0
+        self.sample_defaults = {"sampler": sampler, "steps": steps, "schedule": schedule, **(sampler_args or {})}
+        self.guidance, self.guidance_scale, self.classifier_scale = guidance, guidance_scale, classifier_scale
+        self.optimizer, self.scheduler = optimizer, scheduler
+        #: Noise-aware classifier ``(x_hat, sigma) -> logits`` used by classifier guidance.
+        self.guidance_classifier: nn.Module | None = None
+        if guidance_classifier:
+            self.guidance_classifier = load_noisy_classifier(guidance_classifier)
+        #: NFE of the last :meth:`generate` call (net evaluations, guidance branches included).
+        self.last_nfe = 0
+
+    @property
+    def null_label(self) -> int:
+        """The label meaning "no class" (classifier-free guidance's unconditional branch)."""
+        return self.num_classes
+
+    # -- the net and the denoiser ---------------------------------------------------------
+    def forward(self, x: Tensor, noise_level: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The raw net ``F(x, noise_level, labels)`` in the net's dtype; returns ``x``'s dtype."""
+        dtype = next(self.net.parameters()).dtype
+        out = self.net(x.to(dtype), noise_level.to(dtype), labels if self.num_classes > 0 else None)
+        return out.to(x.dtype)
+
+    def denoise(self, x: Tensor, sigma: Tensor, labels: Tensor | None = None) -> Tensor:
+        """``D(x_hat, sigma, labels) ~ E[x_0 | x_hat]`` (sigma a (B,) tensor)."""
+        return self.formulation.denoise(self, x, sigma, labels)
+
+    def denoiser(
+        self, labels: Tensor | None, guidance: str | Guidance | None = None, guidance_scale: float | None = None
+    ) -> Denoiser:
+        """The counting (and guided) denoiser the samplers run on, for fixed ``labels``."""
+        rule = None
+        if guidance is not None and guidance != "none":
+            if self.num_classes == 0:
+                raise ConfigError("guidance needs a class-conditional model (num_classes > 0)")
+            extra = {"classifier_scale": self.classifier_scale} if guidance in ("cfg+classifier", "cfg_classifier", "combined") else {}
+            rule = build_guidance(guidance, guidance_scale, **extra)
+
+        def fn(x: Tensor, sigma: Tensor) -> Tensor:
+            if rule is None:
+                return self.denoise(x, sigma, labels)
+            inp = GuidanceInput(
+                x=x,
+                labels=labels,
+                null_label=self.null_label,
+                classifier=self.guidance_classifier,
+                noise_level=sigma,
+                score_coef=sigma**2,  # D = x + sigma^2 score, so D moves by sigma^2 grad log p(y|x)
+            )
+            # Classifier-free guidance batches both branches: repeat sigma to the rows asked.
+            return rule(lambda xx, yy: self.denoise(xx, sigma.repeat(len(xx) // len(sigma)), yy), inp)
+
+        model = Denoiser(fn, self.formulation)
+        model.evaluations = rule.evaluations if rule is not None else 1
+        return model
+
+    # -- training ---------------------------------------------------------------------------
+    def loss(self, x0: Tensor, labels: Tensor | None) -> Tensor:
+        """The formulation's denoising loss on a batch, labels dropped to the null class at random."""
+        y = labels if self.num_classes > 0 else None
+        if y is not None and self.label_dropout > 0:
+            drop = torch.rand(len(y), device=y.device) < self.label_dropout
+            y = torch.where(drop, torch.full_like(y, self.null_label), y)
+        return self.formulation.loss(self, x0, y, self.likelihood_weighting).mean()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch[0], batch[1]
+        loss = self.loss(x, y)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch[0], batch[1]
+        # The same noise every epoch, so that validation losses compare across epochs.
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            torch.manual_seed(batch_idx)
+            loss = self.loss(x, y)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        from framework.models.classifier import configure_optimizer
+
+        return configure_optimizer(self.parameters(), self.optimizer, self.scheduler, interval="step")
+
+    # -- sampling ---------------------------------------------------------------------------
+    def sample_from(
+        self,
+        x: Tensor,
+        labels: Tensor | None,
+        sigmas: Tensor,
+        noise=None,
+        sampler: str | None = None,
+        guidance: str | None = None,
+        guidance_scale: float | None = None,
+        **options: Any,
+    ) -> SampleResult:
+        """Run a sampler from the state ``x`` (in ``x_hat`` space) down the noise levels ``sigmas``."""
+        model = self.denoiser(labels, guidance, guidance_scale)
+        result = sample(sampler or self.sample_defaults["sampler"], model, x, sigmas, noise, **options)
+        result.nfe *= model.evaluations
+        self.last_nfe = result.nfe
+        return result
+
+    @torch.no_grad()
+    def generate(
+        self,
+        labels: Tensor,
+        seeds: Tensor | Sequence[int],
+        sampler: str | None = None,
+        steps: int | None = None,
+        schedule: str | None = None,
+        guidance: str | None = None,
+        guidance_scale: float | None = None,
+        dtype: torch.dtype = torch.float64,
+        **sampler_options: Any,
+    ) -> Tensor:
+        """Samples for ``labels``; sample i depends only on ``seeds[i]``, ``labels[i]`` and the options.
+
+        Args:
+            labels: (B,) int64 classes.
+            seeds: One seed per sample (initial noise and the stochastic samplers' noise).
+            sampler: Registered sampler (default: the model's ``sampler``).
+            steps: Number of noise levels (default: the model's ``steps``).
+            schedule: ``karras`` or ``time`` (default: the model's, else the formulation's).
+            guidance: ``cfg``, ``classifier``, ``cfg+classifier`` or ``none`` (default: the model's).
+            guidance_scale: The rule's scale (default: the model's ``guidance_scale``).
+            dtype: Dtype of the sampler state (EDM keeps it in float64; the net runs in its own).
+            **sampler_options: The sampler's options (``eta``, ``churn``, ``snr``, ``solver``, ...).
+
+        Returns:
+            Samples (B, *data_shape) in float32; ``self.last_nfe`` holds the NFE used.
+        """
+        opts = dict(self.sample_defaults)
+        default_sampler, default_steps, default_schedule = opts.pop("sampler"), opts.pop("steps"), opts.pop("schedule")
+        if sampler and sampler != default_sampler:
+            opts = {}  # the model's sampler_args belong to its own default sampler
+        sampler, steps, schedule = sampler or default_sampler, steps or default_steps, schedule or default_schedule
+        guidance = self.guidance if guidance is None else guidance
+        scale = self.guidance_scale if guidance_scale is None else guidance_scale
+        sigmas = self.formulation.sigmas(int(steps), schedule, dtype=dtype).to(self.device)
+        x = seeded_randn(seeds, self.data_shape, device=self.device, dtype=dtype) * self.formulation.init_scale(sigmas[0])
+        labels = labels.to(self.device) if self.num_classes > 0 else None
+        noise = PerSampleNoise(seeds)
+        result = self.sample_from(x, labels, sigmas, noise, sampler, guidance, scale, **{**opts, **sampler_options})
+        return result.x.float()
+
+    # -- likelihood ----------------------------------------------------------------------------
+    def log_likelihood(
+        self,
+        x: Tensor,
+        labels: Tensor | None = None,
+        divergence: str = "hutchinson",
+        probe: str = "rademacher",
+        solver: str = "dopri5",
+        steps: int = 100,
+        eps: float | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        """``log p(x | labels)`` in nats through the probability-flow ODE (score_sde's ``likelihood.py``).
+
+        Integrates ``dx/dt = f - g^2 score / 2`` and its divergence from ``eps`` to ``T``,
+        adds the prior's log-density. Dequantise images first and convert with
+        ``result.bits_per_dim()`` (:mod:`framework.generative.likelihood`).
+
+        Args:
+            x: Data (B, *data_shape).
+            labels: Classes of ``x`` (None for an unconditional model: the null label).
+            divergence: ``hutchinson`` (Hutchinson-Skilling trace estimator) or ``exact``.
+            probe: Hutchinson probe, ``rademacher`` or ``gaussian``.
+            solver: ODE solver (``dopri5`` with rtol = atol = 1e-5, as score_sde).
+            steps: Steps of a fixed-step solver.
+            eps: Data-end time (default: the formulation's ``likelihood_eps``, score_sde's 1e-5).
+            generator: CPU generator of the Hutchinson probe.
+        """
+        from framework.generative.likelihood import log_likelihood
+
+        f = self.formulation
+        labels = labels.to(x.device) if labels is not None and self.num_classes > 0 else None
+        if labels is None and self.num_classes > 0:
+            labels = torch.full((len(x),), self.null_label, dtype=torch.long, device=x.device)
+        eps = f.likelihood_eps if eps is None else eps
+        model = self.denoiser(labels)
+        lo, hi = eps, f.t_max
+
+        def velocity(t: Tensor, x_t: Tensor) -> Tensor:
+            # torchdiffeq steps past the end time and interpolates: keep the field defined there.
+            return pf_velocity(model, x_t, t.clamp(lo, hi))
+
+        return log_likelihood(
+            velocity, x, t_data=eps, t_noise=f.t_max, prior_logp=f.prior_logp, divergence=divergence,
+            probe=probe, generator=generator, solver=solver, steps=steps,
+        )
+
+
+def load_noisy_classifier(path: str) -> nn.Module:
+    """A ``noisy_classifier`` from its Lightning checkpoint, in eval mode and frozen."""
+    from framework.generative.diffusion.noisy_classifier import NoisyClassifier
+
+    if not os.path.isfile(path):
+        raise DataNotFoundError(f"guidance_classifier checkpoint not found: {path}")
+    clf = NoisyClassifier.load_from_checkpoint(path, map_location="cpu")
+    clf.eval().requires_grad_(False)
+    return clf
+

@@ -1,0 +1,84 @@
+"""Conditioning embeddings shared by the denoiser nets (``unet``, ``dit``, ``resmlp``).
+
+A denoiser net is called ``net(x, noise_level, labels)``; :class:`Conditioning` turns the
+(B,) noise level and the (B,) labels into one (B, dim) vector: a positional (sinusoidal)
+embedding of the noise level through a two-layer MLP, plus a learned class embedding with
+one extra row for the null label ``num_classes`` (classifier-free guidance). With
+``num_classes = 0`` the net is unconditional and ignores ``labels``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from framework.errors import ConfigError
+
+
+class PositionalEmbedding(nn.Module):
+    """Sinusoidal embedding of a scalar (Vaswani et al. 2017; EDM's DDPM++ ``PositionalEmbedding``).
+
+    Args:
+        dim: Output width (even).
+        max_positions: Longest period.
+    """
+
+    def __init__(self, dim: int, max_positions: int = 10000) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ConfigError(f"a positional embedding needs an even width, got {dim}")
+        half = dim // 2
+        freqs = (1 / max_positions) ** (torch.arange(half, dtype=torch.float32) / max(half - 1, 1))
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        args = x.float().reshape(-1, 1) * self.freqs
+        return torch.cat([args.cos(), args.sin()], dim=1)
+
+
+class FourierEmbedding(nn.Module):
+    """Random Fourier features ``[cos 2 pi f x, sin 2 pi f x]``, ``f ~ N(0, scale^2)`` (NCSN++'s embedding)."""
+
+    def __init__(self, dim: int, scale: float = 16.0) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ConfigError(f"a Fourier embedding needs an even width, got {dim}")
+        self.register_buffer("freqs", torch.randn(dim // 2) * scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        args = 2 * math.pi * x.float().reshape(-1, 1) * self.freqs
+        return torch.cat([args.cos(), args.sin()], dim=1)
+
+
+EMBEDDINGS = {"positional": PositionalEmbedding, "fourier": FourierEmbedding}
+
+
+class Conditioning(nn.Module):
+    """``(noise_level, labels) -> (B, dim)``: noise embedding MLP plus class embedding.
+
+    Args:
+        dim: Output width.
+        num_classes: Number of classes (0: unconditional); row ``num_classes`` is the null label.
+        noise_channels: Width of the sinusoidal/Fourier features before the MLP.
+        embedding: ``positional`` or ``fourier``.
+    """
+
+    def __init__(self, dim: int, num_classes: int, noise_channels: int = 64, embedding: str = "positional") -> None:
+        super().__init__()
+        if embedding not in EMBEDDINGS:
+            raise ConfigError(f"unknown noise embedding {embedding!r}; choose one of {', '.join(EMBEDDINGS)}")
+        self.num_classes = int(num_classes)
+        self.noise = nn.Sequential(
+            EMBEDDINGS[embedding](noise_channels), nn.Linear(noise_channels, dim), nn.SiLU(), nn.Linear(dim, dim)
+        )
+        self.label = nn.Embedding(self.num_classes + 1, dim) if self.num_classes > 0 else None
+
+    def forward(self, noise_level: Tensor, labels: Tensor | None) -> Tensor:
+        emb = self.noise(noise_level)
+        if self.label is not None:
+            if labels is None:  # no label given: the null class
+                labels = torch.full((emb.shape[0],), self.num_classes, dtype=torch.long, device=emb.device)
+            emb = emb + self.label(labels.long())
+        return emb
