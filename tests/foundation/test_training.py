@@ -43,10 +43,9 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(in_tmp):
         torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=0, msg=key)
 
 
-def test_ddp_two_processes_over_gloo_writes_one_checkpoint(in_tmp):
+def test_ddp_cpu_recipe_runs_two_processes_over_gloo_and_writes_one_checkpoint(in_tmp):
     args = [
-        sys.executable, "-m", "framework", "fit", "--config", QUICKSTART, *QUIET,
-        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+        sys.executable, "-m", "framework", "fit", "--config", os.path.join(REPO, "recipes", "ddp_cpu.yaml"), *QUIET,
         "--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_TORCH_DISTRIBUTED_BACKEND": "gloo"}

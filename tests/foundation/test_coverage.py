@@ -1,0 +1,60 @@
+"""Every registered model and DataModule has a recipe, and every recipe is run by a test."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+import yaml
+
+import framework  # noqa: F401 - registers everything
+import registry
+from framework.cli import resolve_config
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+RECIPES = sorted(glob.glob(os.path.join(REPO, "recipes", "*.yaml")))
+
+
+def _class_paths(node) -> set[str]:
+    found = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "class_path" or (key in ("model", "data") and isinstance(value, str)):
+                found.add(value)
+            found |= _class_paths(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _class_paths(value)
+    return found
+
+
+def _recipe_class_paths() -> set[str]:
+    paths: set[str] = set()
+    for recipe in RECIPES:
+        with open(recipe) as f:
+            paths |= _class_paths(resolve_config(yaml.safe_load(f)))
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["model", "data"])
+def test_every_registered_module_has_a_recipe(kind):
+    used = _recipe_class_paths()
+    missing = [e.name for e in registry.entries(kind) if e.path not in used]
+    assert not missing, f"registered {kind}s without a recipe: {missing}"
+
+
+def test_every_recipe_is_run_by_a_test():
+    sources = ""
+    for path in glob.glob(os.path.join(REPO, "tests", "**", "*.py"), recursive=True):
+        with open(path) as f:
+            sources += f.read()
+    unrun = [os.path.basename(r) for r in RECIPES if os.path.basename(r) not in sources]
+    assert not unrun, f"recipes that no test runs: {unrun}"
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=os.path.basename)
+def test_recipe_header_says_what_it_runs(recipe):
+    with open(recipe) as f:
+        first = f.readline()
+    assert first.startswith("# "), f"{os.path.basename(recipe)} should start with a comment saying what it runs"
