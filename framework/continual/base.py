@@ -207,7 +207,9 @@ class ContinualModule(ClasszooModule):
         trainer.reload_dataloaders_every_n_epochs = 1
         if not trainer.fast_dev_run:
             trainer.fit_loop.max_epochs = sum(self.step_epochs(s) for s in range(scenario.num_steps))
-        if self.done:
+        if self.done:  # resumed from the checkpoint of a finished protocol: report it again
+            self._write(self.results())
+            rank_zero_info(cl_metrics.format_table(self.results(), title=f"{type(self).__name__} results"))
             trainer.should_stop = True
             return
         self._step_clock = time.perf_counter()  # a resumed step's time counts from the resume

@@ -10,14 +10,24 @@ from framework.cli import main, run_cli
 
 RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "recipes")
 METHODS = ("finetune", "joint", "ncm", "fetril", "wa", "teen")
-DIGITS = sorted(p for p in glob.glob(os.path.join(RECIPES, "*_digits*.yaml")) if os.path.basename(p).startswith(METHODS))
-GPU = sorted(p for p in glob.glob(os.path.join(RECIPES, "*_cifar100*.yaml")) if os.path.basename(p).startswith(METHODS))
+DIGITS = [
+    os.path.join(RECIPES, name)
+    for name in ("fetril_digits.yaml", "finetune_digits.yaml", "finetune_digits_fewshot.yaml", "joint_digits.yaml",
+                 "ncm_digits.yaml", "teen_digits.yaml", "wa_digits.yaml")
+]
+GPU = [
+    os.path.join(RECIPES, name)
+    for name in ("fetril_cifar100_b40_20steps.yaml", "fetril_cifar100_b50_10steps.yaml", "fetril_cifar100_b50_5steps.yaml",
+                 "fetril_openclip_cifar100.yaml", "teen_cifar100_fscil.yaml", "wa_cifar100_b0_10steps.yaml")
+]
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
 
 
-def test_every_method_has_a_digits_recipe():
+def test_every_method_has_a_digits_recipe_and_every_recipe_is_listed():
     names = {os.path.basename(p).split("_")[0] for p in DIGITS}
     assert names == set(METHODS)
+    ours = {p for p in glob.glob(os.path.join(RECIPES, "*.yaml")) if os.path.basename(p).startswith(METHODS)}
+    assert ours == {os.path.abspath(p) for p in DIGITS + GPU} or ours == set(DIGITS + GPU)
 
 
 @pytest.mark.parametrize("recipe", DIGITS, ids=os.path.basename)
