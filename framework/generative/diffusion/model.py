@@ -249,6 +249,8 @@ class Diffusion(GenerativeModule):
         steps: int = 100,
         eps: float | None = None,
         generator: torch.Generator | None = None,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
     ):
         """``log p(x | labels)`` in nats through the probability-flow ODE (score_sde's ``likelihood.py``).
 
@@ -265,6 +267,8 @@ class Diffusion(GenerativeModule):
             steps: Steps of a fixed-step solver.
             eps: Data-end time (default: the formulation's ``likelihood_eps``, score_sde's 1e-5).
             generator: CPU generator of the Hutchinson probe.
+            rtol: Relative tolerance of ``dopri5`` (score_sde: 1e-5).
+            atol: Absolute tolerance of ``dopri5`` (score_sde: 1e-5).
         """
         from framework.generative.likelihood import log_likelihood
 
@@ -282,7 +286,7 @@ class Diffusion(GenerativeModule):
 
         return log_likelihood(
             velocity, x, t_data=eps, t_noise=f.t_max, prior_logp=f.prior_logp, divergence=divergence,
-            probe=probe, generator=generator, solver=solver, steps=steps,
+            probe=probe, generator=generator, solver=solver, steps=steps, rtol=rtol, atol=atol,
         )
 
 
