@@ -30,7 +30,7 @@ def _trainer(tmp_path, **kw):
 
 @pytest.mark.parametrize(
     "name, conditioning",
-    [("adcgan", "adc"), ("adcgan", "tac"), ("adcgan", "adc+projection"), ("acgan", None), ("pdgan", None)],
+    [("adcgan", "adc"), ("adcgan", "adc+projection"), ("acgan", None), ("tacgan", None), ("pdgan", None)],
 )
 def test_training_counts_steps_and_validates(tmp_path, name, conditioning):
     torch.manual_seed(0)
@@ -48,7 +48,7 @@ def test_training_counts_steps_and_validates(tmp_path, name, conditioning):
     metrics = trainer.callback_metrics
     assert torch.isfinite(metrics["train/d_loss"]) and torch.isfinite(metrics["train/g_loss"])
     assert "val/d_adversarial_real" in metrics
-    expected_conditioning = {"acgan": "ac", "pdgan": "projection"}.get(name, conditioning)
+    expected_conditioning = {"acgan": "ac", "tacgan": "tac", "pdgan": "projection"}.get(name, conditioning)
     assert model.hparams.conditioning == expected_conditioning
     assert ("val/discriminator_accuracy" in metrics) == (expected_conditioning != "projection")
 
@@ -150,6 +150,14 @@ def test_checkpoint_holds_the_ema_and_the_discriminator_classifier(tmp_path):
     torch.testing.assert_close(logits, clf(x))
     with pytest.raises(ConfigError, match="not found"):
         registry.create("feature", "gan_discriminator", checkpoint=str(tmp_path / "missing.ckpt"))
+
+
+@pytest.mark.parametrize("loss", ["nonsaturating", "wasserstein"])
+def test_other_adversarial_losses_train(tmp_path, loss):
+    torch.manual_seed(0)
+    model = ADCGAN(num_classes=3, n_dis=1, adversarial_loss=loss, diffaugment="color,translation", **TINY)
+    _trainer(tmp_path, max_steps=4).fit(model, _data())
+    assert int(model.generator_steps) == 2 and torch.isfinite(model.generator_loss(4)["g_loss"])
 
 
 def test_diffaugment_applies_in_both_steps():
