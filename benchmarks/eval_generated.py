@@ -16,7 +16,7 @@ Prints and returns (as a dict, from :func:`evaluate_samples`):
 
 Other benchmarks import it: ``from eval_generated import evaluate_samples, ensure_evaluator``
 (with ``benchmarks/`` on ``sys.path``). :func:`ensure_evaluator` trains the evaluator with
-``recipes/quickstart.yaml`` once (about a minute on 2 CPU cores) and reuses the checkpoint.
+``recipes/evaluator_digits.yaml`` once (about a minute on 2 CPU cores) and reuses the checkpoint.
 """
 
 from __future__ import annotations
@@ -37,24 +37,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EVALUATOR = ROOT / "outputs" / "evaluator" / "digits.ckpt"
 
 
-def ensure_evaluator(path: str | os.PathLike = DEFAULT_EVALUATOR, recipe: str = "recipes/quickstart.yaml") -> Path:
+def ensure_evaluator(path: str | os.PathLike = DEFAULT_EVALUATOR, recipe: str = "recipes/evaluator_digits.yaml") -> Path:
     """The evaluator checkpoint at ``path``, trained first with ``lightning fit --config recipe`` if it is missing.
 
-    The checkpoint is the one of the last epoch (never selected on test data).
+    The recipe's ModelCheckpoint must write ``path`` (``recipes/evaluator_digits.yaml`` writes
+    the default); it keeps the last epoch (never selected on test data).
     """
     path = Path(path)
     if path.is_file():
         return path
-    run_dir = path.parent / (path.stem + "_run")
-    command = [sys.executable, "-m", "framework", "fit", "--config", str(ROOT / recipe),
-               f"--trainer.default_root_dir={run_dir}"]  # fmt: skip
+    command = [sys.executable, "-m", "framework", "fit", "--config", str(ROOT / recipe)]
     print("training the evaluator:", " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
-    checkpoints = sorted(run_dir.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not checkpoints:
-        raise FileNotFoundError(f"the evaluator run in {run_dir} wrote no checkpoint")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(checkpoints[-1], path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{recipe} did not write {path}")
     return path
 
 
