@@ -51,6 +51,8 @@ def test_training_counts_steps_and_validates(tmp_path, name, conditioning):
     expected_conditioning = {"acgan": "ac", "tacgan": "tac", "pdgan": "projection"}.get(name, conditioning)
     assert model.hparams.conditioning == expected_conditioning
     assert ("val/discriminator_accuracy" in metrics) == (expected_conditioning != "projection")
+    (tested,) = trainer.test(model, _data(12), verbose=False)
+    assert ("test/discriminator_accuracy" in tested) == (expected_conditioning != "projection")
 
 
 def test_discriminator_sees_real_and_fake_in_one_call_and_g_step_calls_it_once():

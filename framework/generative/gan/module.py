@@ -122,7 +122,9 @@ class ADCGAN(GenerativeModule):
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.register_buffer("discriminator_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
-        self.val_accuracy = MulticlassAccuracy(self.num_classes, average="micro") if self.discriminator.has_classifier else None
+        has_classifier = self.discriminator.has_classifier
+        self.val_accuracy = MulticlassAccuracy(self.num_classes, average="micro") if has_classifier else None
+        self.test_accuracy = MulticlassAccuracy(self.num_classes, average="micro") if has_classifier else None
         self._noise: torch.Generator | None = None
 
     # -- sampling ------------------------------------------------------------------------
@@ -225,15 +227,20 @@ class ADCGAN(GenerativeModule):
         decay = 0.0 if int(self.generator_steps) < self.ema_start else self.ema_decay
         ema_update_(self.generator_ema, self.generator, decay)
 
-    # -- validation: D as a classifier of the real held-out data --------------------------
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    # -- validation and test: D as a classifier of the real held-out data ----------------
+    def _evaluate_discriminator(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy | None) -> None:
         images, labels = batch
         out = self.discriminator(images, labels)
-        self.log("val/d_adversarial_real", out.adversarial.mean(), sync_dist=True)
-        if self.val_accuracy is not None:
-            logits = self.conditioning.class_logits(out.logits)
-            self.val_accuracy(logits, labels)
-            self.log("val/discriminator_accuracy", self.val_accuracy, prog_bar=True)
+        self.log(f"{stage}/d_adversarial_real", out.adversarial.mean(), sync_dist=True)
+        if accuracy is not None:
+            accuracy(self.conditioning.class_logits(out.logits), labels)
+            self.log(f"{stage}/discriminator_accuracy", accuracy, prog_bar=stage == "val")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate_discriminator(batch, "val", self.val_accuracy)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate_discriminator(batch, "test", self.test_accuracy)
 
     def configure_optimizers(self):
         # Order matters: training_step unpacks (G, D).
