@@ -30,3 +30,28 @@ def test_recipe_runs_one_step(recipe, in_tmp):
     assert cli.trainer.global_step == 1
     if isinstance(cli.model, Diffusion):
         assert cli.model.num_classes == cli.datamodule.num_classes
+
+
+def test_fit_then_sample_through_the_cli(in_tmp):
+    """`lightning fit` then `lightning sample` with a sampler, steps and guidance from the command line."""
+    import numpy as np
+
+    from framework.cli import main
+
+    recipe = os.path.abspath(os.path.join(RECIPES, "diffusion_digits.yaml"))
+    tiny = SMALL_NET["unet"]
+    fit = ["fit", "--config", recipe, *tiny, "--trainer.limit_train_batches=2", "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1",
+           "--trainer.limit_val_batches=1",
+           "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+           f"--trainer.default_root_dir={in_tmp}"]
+    assert main(fit) == 0
+    ckpt = sorted(glob.glob(str(in_tmp / "**" / "*.ckpt"), recursive=True))[-1]
+    sample = ["sample", "--config", recipe, *tiny, "--ckpt_path", ckpt, "--num_per_class", "2",
+              "--output", str(in_tmp / "out"), "--sampler", "dpmpp_2m", "--steps", "3",
+              "--guidance", "cfg", "--guidance_scale", "2.0"]
+    assert main(sample) == 0
+    with np.load(in_tmp / "out" / "samples.npz") as f:
+        images, labels = f["images"], f["labels"]
+    assert images.shape == (20, 1, 8, 8) and images.dtype == np.float32
+    assert labels.tolist() == [c for c in range(10) for _ in range(2)]
+    assert (in_tmp / "out" / "grid.png").exists()
