@@ -44,7 +44,7 @@ def discriminator_test_accuracy(checkpoint: Path) -> float | None:
     import framework
     from framework.generative.gan import ADCGAN, DiscriminatorClassifier
 
-    gan = ADCGAN.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
+    gan = ADCGAN.load_from_checkpoint(checkpoint, map_location="cpu")
     if not gan.discriminator.has_classifier:
         return None
     classifier = DiscriminatorClassifier(gan).eval()

@@ -27,7 +27,7 @@ def main(outdir: str, strategy: str) -> None:
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
     trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=4))
-    z, labels = model._fake_batch(8)
+    z, labels = model._fake_batch(8, stream=0, counter=0)
     torch.save({"state": model.state_dict(), "z": z, "labels": labels, "global_step": trainer.global_step},
                f"{outdir}/rank{trainer.global_rank}.pt")
 

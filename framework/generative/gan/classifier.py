@@ -40,16 +40,12 @@ class DiscriminatorClassifier(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, map_location: str = "cpu") -> DiscriminatorClassifier:
-        """Load an ``adcgan``/``acgan``/``tacgan`` checkpoint and keep its discriminator.
-
-        The file is unpickled in full (Lightning's checkpoints hold NumPy RNG states, which
-        ``weights_only`` loading rejects): only load checkpoints you trust.
-        """
+        """Load an ``adcgan``/``acgan``/``tacgan`` checkpoint and keep its discriminator."""
         from framework.generative.gan.module import ADCGAN
 
         if not os.path.isfile(checkpoint):
             raise ConfigError(f"GAN checkpoint not found: {checkpoint}")
-        return cls(ADCGAN.load_from_checkpoint(checkpoint, map_location=map_location, weights_only=False))
+        return cls(ADCGAN.load_from_checkpoint(checkpoint, map_location=map_location))
 
     def features(self, x: Tensor) -> Tensor:
         return self.discriminator.trunk(x)

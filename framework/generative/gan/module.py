@@ -125,7 +125,7 @@ class ADCGAN(GenerativeModule):
         has_classifier = self.discriminator.has_classifier
         self.val_accuracy = MulticlassAccuracy(self.num_classes, average="micro") if has_classifier else None
         self.test_accuracy = MulticlassAccuracy(self.num_classes, average="micro") if has_classifier else None
-        self._noise: torch.Generator | None = None
+        self._base_seed: int | None = None
 
     # -- sampling ------------------------------------------------------------------------
     @property
@@ -150,17 +150,22 @@ class ADCGAN(GenerativeModule):
 
     # -- training ------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        # Ranks started with the same seed would draw the same latents and fake labels;
-        # offset by the rank so the fakes differ across processes.
-        seed = (torch.initial_seed() + 7919 * self.global_rank) % 2**63
-        self._noise = torch.Generator(device=self.device).manual_seed(seed)
+        self._base_seed = torch.initial_seed()
 
-    def _fake_batch(self, batch_size: int) -> tuple[Tensor, Tensor]:
-        """Latents and uniformly drawn class labels for one batch of fakes."""
-        if self._noise is None or self._noise.device != self.device:
-            self.on_fit_start()
-        z = torch.randn(batch_size, self.generator.latent_dim, device=self.device, generator=self._noise)
-        labels = torch.randint(0, self.num_classes, (batch_size,), device=self.device, generator=self._noise)
+    def _fake_batch(self, batch_size: int, stream: int, counter: int) -> tuple[Tensor, Tensor]:
+        """Latents and uniformly drawn class labels for one batch of fakes.
+
+        Drawn from a generator seeded by (run seed, rank, ``stream``, ``counter``): ranks
+        started with the same seed still draw different fakes, and a run resumed from a
+        checkpoint (the step counters are buffers) draws the same fakes as an uninterrupted one.
+        """
+        if self._base_seed is None:
+            self._base_seed = torch.initial_seed()
+        lane = 2 * self.global_rank + stream
+        seed = (self._base_seed + 0x9E3779B97F4A7C15 * (lane + 1) + 0xBF58476D1CE4E5B9 * counter) % 2**64
+        noise = torch.Generator(device=self.device).manual_seed(seed)
+        z = torch.randn(batch_size, self.generator.latent_dim, device=self.device, generator=noise)
+        labels = torch.randint(0, self.num_classes, (batch_size,), device=self.device, generator=noise)
         return z, labels
 
     def _discriminate(self, images: Tensor, labels: Tensor) -> DiscriminatorOutput:
@@ -170,7 +175,7 @@ class ADCGAN(GenerativeModule):
 
     def discriminator_loss(self, real: Tensor, real_labels: Tensor) -> dict[str, Tensor]:
         """D's loss on a real batch and as many fakes: adversarial + d_lambda * class-aware term."""
-        z, fake_labels = self._fake_batch(real.shape[0])
+        z, fake_labels = self._fake_batch(real.shape[0], stream=0, counter=int(self.discriminator_steps))
         with torch.no_grad():
             fake = self.generator(z, fake_labels)
         out = self._discriminate(torch.cat([real, fake]), torch.cat([real_labels, fake_labels]))
@@ -187,7 +192,7 @@ class ADCGAN(GenerativeModule):
 
     def generator_loss(self, batch_size: int) -> dict[str, Tensor]:
         """G's loss on a fresh batch of fakes: adversarial + g_lambda * class-aware term, from one D call."""
-        z, fake_labels = self._fake_batch(batch_size)
+        z, fake_labels = self._fake_batch(batch_size, stream=1, counter=int(self.generator_steps))
         out = self._discriminate(self.generator(z, fake_labels), fake_labels)
         loss = self.adversarial.generator(out.adversarial)
         terms = {"g_adversarial": loss}
