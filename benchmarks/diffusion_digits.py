@@ -1,0 +1,185 @@
+"""Digits diffusion: a time-boxed CPU training, then evaluator accuracy and Fréchet ratio per sampler.
+
+1. trains ``recipes/diffusion_digits.yaml`` for at most ``--max-time`` (default 5 minutes) with
+   ``--threads`` torch threads (the checkpoint holds the EMA weights);
+2. generates ``--per-class`` samples per class with each sampler of SAMPLERS (EDM Heun 18
+   steps = 35 NFE, DPM-Solver++(2M), DDIM, ...) and scores them with
+   ``benchmarks/eval_generated.py`` (evaluator accuracy; Fréchet distance to the test split
+   over the real train/test distance);
+3. optionally (``--nll-count``) bits/dim of test digits through the probability-flow ODE;
+4. measures the framework's overhead: seconds per training step of ``lightning``'s loop
+   against a plain PyTorch loop over the same net, optimiser and batches, in one process.
+
+    python benchmarks/diffusion_digits.py --out docs/benchmarks/diffusion_digits.json
+
+``--skip-train`` reuses the last checkpoint in ``--workdir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from eval_generated import ensure_evaluator, evaluate_samples  # noqa: E402
+
+RECIPE = "recipes/diffusion_digits.yaml"
+# (sampler, steps, options): NFE = 2 steps - 1 for edm_heun, steps for the one-evaluation samplers.
+SAMPLERS = [("edm_heun", 18, {}), ("dpmpp_2m", 10, {}), ("ddim", 25, {}), ("euler_maruyama", 100, {})]
+
+
+def fit(root: Path, max_time: str, threads: int, *overrides: str) -> tuple[Path, float]:
+    """Run ``lightning fit`` on the recipe; the last checkpoint and the wall time."""
+    command = [sys.executable, "-m", "framework", "fit", "--config", str(ROOT / RECIPE),
+               f"--trainer.default_root_dir={root}", f"--trainer.max_time={max_time}", *overrides]  # fmt: skip
+    print("$", " ".join(command), flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    seconds = time.perf_counter() - start
+    return sorted(root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)[-1], seconds
+
+
+def score_samplers(checkpoint: Path, evaluator: Path, per_class: int, guidance_scale: float | None) -> list[dict]:
+    """Evaluator scores of the checkpoint's samples for every sampler of SAMPLERS."""
+    from framework.generative.diffusion import Diffusion
+
+    model = Diffusion.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
+    labels = torch.arange(model.num_classes).repeat_interleave(per_class)
+    seeds = torch.arange(len(labels))
+    guidance = {"guidance": "cfg", "guidance_scale": guidance_scale} if guidance_scale not in (None, 1.0) else {}
+    rows = []
+    for sampler, steps, options in SAMPLERS:
+        start = time.perf_counter()
+        images = []
+        for i in range(0, len(labels), 500):
+            images.append(model.generate(labels[i : i + 500], seeds[i : i + 500], sampler=sampler, steps=steps, **guidance, **options))
+        images = torch.cat(images).clamp(-1, 1)
+        seconds = time.perf_counter() - start
+        scores = evaluate_samples((images.numpy(), labels.numpy()), evaluator, verbose=False)
+        row = {"sampler": sampler, "steps": steps, "nfe": model.last_nfe, **options,
+               "accuracy": round(scores["accuracy"], 4), "fd_ratio": round(scores["fd_ratio"], 3),
+               "fd_test": round(scores["fd_test"], 4), "fd_real": round(scores["fd_real"], 4),
+               "sample_s": round(seconds, 1)}  # fmt: skip
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def score_bits_per_dim(checkpoint: Path, count: int) -> dict:
+    """Bits/dim of ``count`` dequantised test digits (17 levels) through the PF-ODE (Hutchinson, dopri5)."""
+    import framework
+    from framework.generative.diffusion import Diffusion
+    from framework.generative.likelihood import dequantize
+
+    model = Diffusion.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
+    data = framework.build("data", "digits")
+    data.setup("test")
+    x, y = data.test_dataset.x[:count], data.test_dataset.y[:count]
+    g = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    result = model.log_likelihood(dequantize(x, levels=17, generator=g), y, divergence="hutchinson", generator=g)
+    bpd = result.bits_per_dim(levels=17)
+    return {"count": count, "bpd": round(bpd.mean().item(), 4), "bpd_sem": round((bpd.std() / count**0.5).item(), 4),
+            "nfe": result.nfe, "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+
+
+def overhead(steps: int = 40, warmup: int = 5) -> dict:
+    """Seconds per training step: Lightning's fit loop vs a plain PyTorch loop (same net, batches, Adam)."""
+    import lightning as L
+    import yaml
+
+    import framework
+    from framework.generative.diffusion import Diffusion
+
+    init = yaml.safe_load(open(ROOT / RECIPE))["model"]["init_args"]
+    net_args, lr = init["net_args"], init["optimizer"]["init_args"]["lr"]
+    data = framework.build("data", "digits", batch_size=128)
+    data.setup("fit")
+
+    def batches():
+        while True:
+            yield from data.train_dataloader()
+
+    # Plain PyTorch: the same module's loss, Adam, zero_grad/backward/step.
+    torch.manual_seed(0)
+    model = Diffusion(net=init["net"], net_args=net_args)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    it = batches()
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()
+        x, y = next(it)
+        loss = model.loss(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    plain = (time.perf_counter() - start) / steps
+
+    class StepTimer(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == warmup:
+                self.start = time.perf_counter()
+
+        def on_train_end(self, trainer, module):
+            self.per_step = (time.perf_counter() - self.start) / steps
+
+    torch.manual_seed(0)
+    model = Diffusion(net=init["net"], net_args=net_args, optimizer=lambda p: torch.optim.Adam(p, lr=lr))
+    timer = StepTimer()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
+    )
+    trainer.fit(model, data)
+    return {"plain_s_per_step": round(plain, 4), "lightning_s_per_step": round(timer.per_step, 4),
+            "ratio": round(timer.per_step / plain, 3), "steps": steps, "batch_size": 128}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default=str(ROOT / "outputs" / "diffusion_digits_bench"))
+    parser.add_argument("--max-time", default="00:00:05:00", help="training time box (DD:HH:MM:SS)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the training run")
+    parser.add_argument("--per-class", type=int, default=100, help="generated samples per class")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="cfg scale at sampling (1: none)")
+    parser.add_argument("--skip-train", action="store_true", help="reuse the last checkpoint in --workdir")
+    parser.add_argument("--nll-count", type=int, default=0, help="test digits scored in bits/dim (0: skip)")
+    parser.add_argument("--no-overhead", action="store_true")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("overrides", nargs="*", help="extra `lightning fit` arguments")
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    evaluator = ensure_evaluator()
+    torch.set_num_threads(args.threads)
+
+    result: dict = {"args": vars(args), "machine": os.uname().nodename, "torch_threads": args.threads,
+                    "load_average_at_start": os.getloadavg()}  # fmt: skip
+    if args.skip_train:
+        ckpt = sorted(work.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)[-1]
+    else:
+        ckpt, result["train_s"] = fit(work, args.max_time, args.threads, *args.overrides)
+    result["checkpoint_global_step"] = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+    result["samplers"] = score_samplers(ckpt, evaluator, args.per_class, args.guidance_scale)
+    if args.nll_count:
+        result["bpd"] = score_bits_per_dim(ckpt, args.nll_count)
+        print("bits/dim", json.dumps(result["bpd"]), flush=True)
+    if not args.no_overhead:
+        result["overhead"] = overhead()
+        print("overhead", json.dumps(result["overhead"]), flush=True)
+    result["load_average_at_end"] = os.getloadavg()
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
