@@ -57,11 +57,10 @@ class RandomCrop:
             padded = F.pad(x, (p, p, p, p), mode=self.padding_mode)
         top = torch.randint(0, 2 * p + 1, (b,)).to(x.device)
         left = torch.randint(0, 2 * p + 1, (b,)).to(x.device)
-        rows = (top[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
-        cols = (left[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
-        batch = torch.arange(b, device=x.device)[:, None, None, None]
-        channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-        return padded[batch, channel, rows, cols]
+        # Every crop of the padded batch as a strided view (B, C, 2p+1, 2p+1, H, W), no copy;
+        # picking one window per sample copies only the output.
+        windows = padded.unfold(2, h, 1).unfold(3, w, 1)
+        return windows[torch.arange(b, device=x.device), :, top, left]
 
     def __repr__(self) -> str:
         return f"RandomCrop(padding={self.padding}, fill={self.fill}, padding_mode={self.padding_mode!r})"

@@ -34,7 +34,7 @@ __all__ = [
 
 def uint8_to_unit_range(images: Tensor) -> Tensor:
     """uint8 pixels 0..255 to float32 in [-1, 1] (p / 127.5 - 1)."""
-    return images.to(torch.float32) / 127.5 - 1.0
+    return images.to(torch.float32).div_(127.5).sub_(1.0)  # in place: one float copy of the data set
 
 
 def resize_images(x: Tensor, size: int, chunk: int = 4096) -> Tensor:
