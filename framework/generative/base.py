@@ -46,6 +46,8 @@ class GenerativeModule(ClasszooModule):
         Sample i must depend only on ``seeds[i]``, ``labels[i]`` and the options (use
         :func:`framework.generative.noise.seeded_randn` and ``PerSampleNoise``).
         """
+        # LightningModule is not an ABC, so @abstractmethod alone would let this return None.
+        raise NotImplementedError(f"{type(self).__name__} must implement generate(labels, seeds, **options)")
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         index, labels = batch

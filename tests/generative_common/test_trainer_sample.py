@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from framework.core import ClasszooModule
 from framework.errors import ConfigError
+from framework.generative.base import GenerativeModule
 from framework.generative.output import (
     SampleRequests,
     class_grid,
@@ -130,6 +131,15 @@ def test_bad_input(tmp_path):
 
     with pytest.raises(ConfigError, match="classes"):
         _trainer().sample(model, datamodule=Data(), output=str(tmp_path))
+    assert not (tmp_path / "samples.npz").exists()
+
+
+def test_a_generator_without_generate_fails_clearly(tmp_path):
+    class Incomplete(GenerativeModule):
+        pass
+
+    with pytest.raises(NotImplementedError, match="Incomplete must implement generate"):
+        _trainer().sample(Incomplete(num_classes=2), num_per_class=1, output=str(tmp_path))
     assert not (tmp_path / "samples.npz").exists()
 
 
