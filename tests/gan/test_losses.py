@@ -44,14 +44,14 @@ ADC_FAKE = [[0.3, 1.2, -0.7, 0.0], [0.5, 0.2, 0.9, 1.5]]
 Y_REAL, Y_FAKE = [0, 1], [1, 0]
 
 
-def test_adc_discriminator_term_is_eq6():
+def test_adc_discriminator_term_matches_the_paper():
     expected = -sum(_log_softmax(r, 2 * y) for r, y in zip(ADC_REAL, Y_REAL)) / 2
     expected += -sum(_log_softmax(r, 2 * y + 1) for r, y in zip(ADC_FAKE, Y_FAKE)) / 2
     got = L.adc_discriminator_loss(torch.tensor(ADC_REAL), torch.tensor(Y_REAL), torch.tensor(ADC_FAKE), torch.tensor(Y_FAKE))
     assert got.item() == pytest.approx(expected)
 
 
-def test_adc_generator_term_is_eq7_and_its_gradient():
+def test_adc_generator_term_matches_the_paper_and_its_gradient():
     logits = torch.tensor(ADC_FAKE, requires_grad=True)
     got = L.adc_generator_loss(logits, torch.tensor(Y_FAKE))
     # CE(fake -> 2y') - CE(fake -> 2y'+1) = logit[2y'+1] - logit[2y'] (the normaliser cancels).

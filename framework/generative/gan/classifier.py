@@ -1,7 +1,7 @@
 """A trained GAN discriminator as a classifier: ADC's p(y | x) (or AC-GAN's head) outside training.
 
 ADC-GAN's discriminator learns p(y | x) on real data through the real-class logits 2k of its
-2K-way head (Hou et al. 2022, Sec. 3); AC/TAC-GAN's through the K-way AC head.
+2K-way head (Hou et al. 2022); AC/TAC-GAN's through the K-way AC head.
 :class:`DiscriminatorClassifier` exposes it with the ``classifier`` model's interface
 (``features(x)``, ``forward(x) -> logits``); the ``feature`` entry ``gan_discriminator`` builds
 the frozen extractor the generation metrics use from a checkpoint path.

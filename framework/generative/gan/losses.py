@@ -4,7 +4,7 @@ Adversarial losses take the discriminator's adversarial logits (shape (B,)); the
 terms take classifier-head logits and labels. Conventions follow the ADC-GAN reference code
 (liang-hou/adcgan, BigGAN-PyTorch ``losses.py`` and ``train_fns.py``):
 
-* ADC (Hou et al. 2022, eqs. 6-7): a 2K-way head; real class k is index 2k, fake class k is
+* ADC (Hou et al. 2022): a 2K-way head; real class k is index 2k, fake class k is
   2k+1. D minimises CE(real -> 2y) + CE(fake -> 2y'+1); G minimises CE(fake -> 2y') -
   CE(fake -> 2y'+1).
 * AC (Odena et al. 2017, as in the reference code): D minimises CE(real -> y) on real data
@@ -87,14 +87,14 @@ def _classification_loss(logits: Tensor, labels: Tensor, hinge: bool, discrimina
 def adc_discriminator_loss(
     real_logits: Tensor, real_labels: Tensor, fake_logits: Tensor, fake_labels: Tensor, hinge: bool = False
 ) -> Tensor:
-    """ADC-GAN's discriminator term (Hou et al. 2022, eq. 6): CE(real -> 2y) + CE(fake -> 2y'+1) on the 2K-way head."""
+    """ADC-GAN's discriminator term (Hou et al. 2022): CE(real -> 2y) + CE(fake -> 2y'+1) on the 2K-way head."""
     return _classification_loss(real_logits, 2 * real_labels, hinge, True) + _classification_loss(
         fake_logits, 2 * fake_labels + 1, hinge, True
     )
 
 
 def adc_generator_loss(fake_logits: Tensor, fake_labels: Tensor, hinge: bool = False) -> Tensor:
-    """ADC-GAN's generator term (Hou et al. 2022, eq. 7): CE(fake -> 2y') - CE(fake -> 2y'+1)."""
+    """ADC-GAN's generator term (Hou et al. 2022): CE(fake -> 2y') - CE(fake -> 2y'+1)."""
     return _classification_loss(fake_logits, 2 * fake_labels, hinge, False) - _classification_loss(
         fake_logits, 2 * fake_labels + 1, hinge, False
     )
@@ -132,7 +132,7 @@ def tac_generator_loss(fake_logits: Tensor, twin_fake_logits: Tensor, fake_label
 
 
 def projection_logit(adversarial: Tensor, features: Tensor, class_embedding: Tensor) -> Tensor:
-    """Projection discriminator (Miyato & Koyama 2018, eq. 3): psi(h) + <embed(y), h>, shapes (B,), (B, C), (B, C)."""
+    """Projection discriminator (Miyato & Koyama 2018): psi(h) + <embed(y), h>, shapes (B,), (B, C), (B, C)."""
     return adversarial + (class_embedding * features).sum(dim=1)
 
 
