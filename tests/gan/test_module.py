@@ -164,6 +164,12 @@ def test_checkpoint_holds_the_ema_and_the_discriminator_classifier(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         registry.create("feature", "gan_discriminator", checkpoint=str(tmp_path / "missing.ckpt"))
 
+    trunk = registry.create("net", "gan_discriminator", data_shape=(1, 8, 8), checkpoint=str(path), freeze=True)
+    torch.testing.assert_close(trunk.eval()(x), h)
+    assert not any(p.requires_grad for p in trunk.parameters())
+    with pytest.raises(ConfigError, match="shape"):
+        registry.create("net", "gan_discriminator", data_shape=(1, 16, 16), checkpoint=str(path))
+
 
 @pytest.mark.parametrize("loss", ["nonsaturating", "wasserstein"])
 def test_other_adversarial_losses_train(tmp_path, loss):

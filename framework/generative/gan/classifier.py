@@ -3,13 +3,15 @@
 ADC-GAN's discriminator learns p(y | x) on real data through the real-class logits 2k of its
 2K-way head (Hou et al. 2022); AC/TAC-GAN's through the K-way AC head.
 :class:`DiscriminatorClassifier` exposes it with the ``classifier`` model's interface
-(``features(x)``, ``forward(x) -> logits``); the ``feature`` entry ``gan_discriminator`` builds
-the frozen extractor the generation metrics use from a checkpoint path.
+(``features(x)``, ``forward(x) -> logits``). From a checkpoint path, the ``feature`` entry
+``gan_discriminator`` builds the frozen extractor the generation metrics use, and the ``net``
+entry ``gan_discriminator`` the trunk as a backbone of the ``classifier`` model.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -74,3 +76,26 @@ class DiscriminatorFeatures(FrozenExtractor):
     def features_and_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.classifier.features(x)
         return h, self.classifier.discriminator.class_logits_from_features(h)
+
+
+@register("net", "gan_discriminator")
+def discriminator_backbone(data_shape: Sequence[int], checkpoint: str, freeze: bool = False) -> nn.Module:
+    """The trunk of a trained GAN discriminator as a backbone (``forward(x)`` -> h, ``num_features``).
+
+    For a linear probe or fine-tuning with the ``classifier`` model
+    (``net: gan_discriminator``, ``net_args: {checkpoint: ..., freeze: true}``).
+
+    Args:
+        data_shape: Shape of the inputs; must be the GAN's.
+        checkpoint: Path of an ``adcgan``/``acgan``/``tacgan``/``pdgan`` checkpoint.
+        freeze: Keep the trunk's weights fixed (no gradients).
+    """
+    from framework.generative.gan.module import ADCGAN
+
+    if not os.path.isfile(checkpoint):
+        raise ConfigError(f"GAN checkpoint not found: {checkpoint}")
+    gan = ADCGAN.load_from_checkpoint(checkpoint, map_location="cpu")
+    if tuple(data_shape) != tuple(gan.data_shape):
+        raise ConfigError(f"the GAN in {checkpoint} was trained on shape {gan.data_shape}, the data has {tuple(data_shape)}")
+    trunk = gan.discriminator.trunk
+    return trunk.requires_grad_(False) if freeze else trunk
