@@ -131,7 +131,7 @@ def class_grid(
         tiles = torch.nn.functional.interpolate(tiles, scale_factor=scale, mode="nearest")
     grid = make_grid(_to_uint8(tiles), nrow=columns, padding=padding, pad_value=255)
     array = grid.permute(1, 2, 0).numpy()
-    return Image.fromarray(array[..., 0] if images.shape[1] == 1 else array, mode="L" if images.shape[1] == 1 else "RGB")
+    return Image.fromarray(array[..., 0] if images.shape[1] == 1 else array)  # mode L or RGB from the shape
 
 
 def scatter_plot(points: Tensor, labels: Tensor, size: int = 512, radius: int = 2) -> Image.Image:
@@ -260,22 +260,29 @@ class SampleWriter(L.Callback):
         local = {k: torch.cat([p[k] for p in self._parts]) for k in ("index", "labels", "images")} if self._parts else None
         self._parts = []
         shares = _gather_to_rank_zero(local, trainer.world_size, trainer.global_rank)
+        error: Exception | None = None
         if trainer.global_rank == 0:
-            if self.config is not None:
-                self.config["world_size"] = trainer.world_size
-            merged = {k: torch.cat([s[k] for s in shares if s is not None]) for k in ("index", "labels", "images")}
-            order = torch.argsort(merged["index"])
-            index = merged["index"][order]
-            expected = self.expected if self.expected is not None else len(index)
-            if not torch.equal(index, torch.arange(expected)):
-                raise RuntimeError(
-                    f"sampling produced indices that are not exactly 0..{expected - 1} "
-                    f"({len(index)} samples, {len(torch.unique(index))} distinct)"
-                )
-            self.path = save_samples(
-                self.directory, merged["images"][order], merged["labels"][order], self.num_rows, self.config
-            )
+            try:
+                self._write(shares, trainer.world_size)
+            except Exception as caught:  # re-raised after the barrier, so the other ranks do not hang in it
+                error = caught
         trainer.strategy.barrier("classzoo_sample_writer")
+        if error is not None:
+            raise error
+
+    def _write(self, shares: list[dict[str, Tensor] | None], world_size: int) -> None:
+        if self.config is not None:
+            self.config["world_size"] = world_size
+        merged = {k: torch.cat([s[k] for s in shares if s is not None]) for k in ("index", "labels", "images")}
+        order = torch.argsort(merged["index"])
+        index = merged["index"][order]
+        expected = self.expected if self.expected is not None else len(index)
+        if not torch.equal(index, torch.arange(expected)):
+            raise RuntimeError(
+                f"sampling produced indices that are not exactly 0..{expected - 1} "
+                f"({len(index)} samples, {len(torch.unique(index))} distinct)"
+            )
+        self.path = save_samples(self.directory, merged["images"][order], merged["labels"][order], self.num_rows, self.config)
 
 
 def _gather_to_rank_zero(obj: Any, world_size: int, rank: int) -> list[Any]:

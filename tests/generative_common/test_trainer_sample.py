@@ -19,6 +19,7 @@ from framework.errors import ConfigError
 from framework.generative.base import GenerativeModule
 from framework.generative.output import (
     SampleRequests,
+    SampleWriter,
     class_grid,
     load_samples,
     sample_seeds,
@@ -197,6 +198,23 @@ def test_rendering_helpers(tmp_path):
     # The middle point lands in the centre in class 1's colour; y grows upwards.
     assert plot.getpixel((32, 32)) == (255, 127, 14) and plot.getpixel((61, 3)) == (255, 127, 14)
     assert plot.getpixel((3, 61)) == (31, 119, 180) and plot.getpixel((3, 3)) == (255, 255, 255)
+
+
+def test_writer_refuses_missing_or_repeated_samples(tmp_path):
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(world_size=1, global_rank=0, strategy=SimpleNamespace(barrier=lambda name: None))
+    writer = SampleWriter(tmp_path, num_rows=2)
+    writer.expected = 4
+    writer.on_predict_start(trainer, None)
+    for index in ([0, 1], [1, 3]):  # 1 twice, 2 missing (as when every rank generated everything)
+        index = torch.tensor(index)
+        writer.on_predict_batch_end(trainer, None, {"index": index, "labels": index // 2, "images": torch.zeros(2, 2)}, None, 0)
+    with pytest.raises(RuntimeError, match="not exactly 0..3"):
+        writer.on_predict_epoch_end(trainer, None)
+    assert not (tmp_path / "samples.npz").exists()
+    with pytest.raises(ConfigError, match="predict_step must return"):
+        writer.on_predict_batch_end(trainer, ToyGenerator(), torch.zeros(2), None, 0)
 
 
 def test_write_atomic_leaves_nothing_on_failure(tmp_path):
