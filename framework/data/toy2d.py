@@ -15,6 +15,7 @@ torchcfm's ``sample_8gaussians`` / ``sample_moons`` and FFJORD's ``toy_data`` (c
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,10 +177,12 @@ def _distribution(name: str) -> _Distribution:
 
 def sample_toy2d(name: str, n: int, generator: torch.Generator | None = None, **options) -> Toy:
     """``n`` labelled points of the named distribution (options: its keyword arguments)."""
-    try:
-        return _distribution(name).sample(n, generator, **options)
-    except TypeError as err:  # an option the generator does not take
-        raise ConfigError(f"toy2d {name!r}: {err}") from None
+    sample = _distribution(name).sample
+    known = [k for k, p in inspect.signature(sample).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"toy2d {name!r} has no option {', '.join(unknown)}; its options: {', '.join(known)}")
+    return sample(n, generator, **options)
 
 
 def toy2d_class_names(name: str, **options) -> list[str]:

@@ -109,7 +109,11 @@ class TorchvisionDataModule(ClasszooDataModule):
 
     @property
     def registry_name(self) -> str:
-        return type(self).__name__.removesuffix("DataModule").lower()
+        """The name this DataModule is registered under (what the user wrote), for messages."""
+        import registry
+
+        entry = registry.REGISTRY.find(type(self))
+        return entry.name if entry else type(self).__name__
 
     def _torchvision_class(self):
         import torchvision.datasets
