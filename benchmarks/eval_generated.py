@@ -37,7 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EVALUATOR = ROOT / "outputs" / "evaluator" / "digits.ckpt"
 
 
-def ensure_evaluator(path: str | os.PathLike = DEFAULT_EVALUATOR, recipe: str = "recipes/evaluator_digits.yaml") -> Path:
+def ensure_evaluator(
+    path: str | os.PathLike = DEFAULT_EVALUATOR, recipe: str = "recipes/evaluator_digits.yaml"
+) -> Path:
     """The evaluator checkpoint at ``path``, trained first with ``lightning fit --config recipe`` if it is missing.
 
     The recipe's ModelCheckpoint must write ``path`` (``recipes/evaluator_digits.yaml`` writes
@@ -86,7 +88,9 @@ def evaluate_samples(
     images, labels = load_samples(samples) if not isinstance(samples, tuple) else samples
     images, labels = torch.as_tensor(images, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.int64)
     if isinstance(evaluator, torch.nn.Module):
-        extractor = evaluator if hasattr(evaluator, "features_and_logits") else ClassifierFeatures.from_module(evaluator)
+        extractor = (
+            evaluator if hasattr(evaluator, "features_and_logits") else ClassifierFeatures.from_module(evaluator)
+        )
     else:
         extractor = ClassifierFeatures(str(evaluator))
     datamodule = _datamodule(data, data_args)
@@ -127,7 +131,9 @@ def format_result(result: dict[str, float]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", required=True, help="samples.npz or the directory holding it")
-    parser.add_argument("--evaluator", default=None, help=f"classifier checkpoint (default: train one at {DEFAULT_EVALUATOR})")
+    parser.add_argument(
+        "--evaluator", default=None, help=f"classifier checkpoint (default: train one at {DEFAULT_EVALUATOR})"
+    )
     parser.add_argument("--data", default="digits", help="registry name of the real data")
     parser.add_argument("--data_args", default="{}", help="JSON arguments of the DataModule")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")

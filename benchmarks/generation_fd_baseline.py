@@ -54,12 +54,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                   "fd_test": sum(r["fd_test"] for r in results) / len(results)})  # fmt: skip
     rows.append(score("validation split", val.x, val.y) | {"fd_ratio_std": 0.0})
     g = torch.Generator().manual_seed(0)
-    rows.append(score("uniform noise 1000", torch.rand(1000, 1, 8, 8, generator=g) * 2 - 1, torch.arange(1000) // 100) | {"fd_ratio_std": 0.0})
+    rows.append(
+        score("uniform noise 1000", torch.rand(1000, 1, 8, 8, generator=g) * 2 - 1, torch.arange(1000) // 100)
+        | {"fd_ratio_std": 0.0}
+    )
 
     print(f"fd_real (train 1258 vs test 360) = {rows[0]['fd_real']:.4f}")
     print(f"{'set':<22}{'n':>6}{'accuracy':>10}{'fd_test':>10}{'fd_ratio':>10}{'± std':>8}")
     for r in rows:
-        print(f"{r['set']:<22}{r['n']:>6}{r['accuracy']:>10.4f}{r['fd_test']:>10.4f}{r['fd_ratio']:>10.2f}{r['fd_ratio_std']:>8.2f}")
+        print(
+            f"{r['set']:<22}{r['n']:>6}{r['accuracy']:>10.4f}{r['fd_test']:>10.4f}{r['fd_ratio']:>10.2f}{r['fd_ratio_std']:>8.2f}"
+        )
     return rows
 
 

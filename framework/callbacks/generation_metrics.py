@@ -58,7 +58,9 @@ class GenerationMetrics(L.Callback):
         prefix: str = "gen/",
     ) -> None:
         if num_per_class < 1 or every_n_epochs < 1:
-            raise ConfigError(f"GenerationMetrics needs num_per_class >= 1 and every_n_epochs >= 1")
+            raise ConfigError(
+                f"GenerationMetrics needs num_per_class >= 1 and every_n_epochs >= 1, got {num_per_class}, {every_n_epochs}"
+            )
         self.extractor = build_extractor(feature, **(feature_args or {}))
         self.num_per_class = num_per_class
         self.every_n_epochs = every_n_epochs
@@ -92,7 +94,13 @@ class GenerationMetrics(L.Callback):
         self._feeding_real = not self._real_complete and not trainer.sanity_checking
 
     def on_validation_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if not self._feeding_real or dataloader_idx != 0:
             return

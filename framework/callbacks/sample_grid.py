@@ -43,7 +43,9 @@ class SampleGrid(L.Callback):
         options: dict[str, Any] | None = None,
     ) -> None:
         if every_n_epochs < 1 or num_per_class < 1:
-            raise ConfigError(f"SampleGrid needs every_n_epochs >= 1 and num_per_class >= 1, got {every_n_epochs}, {num_per_class}")
+            raise ConfigError(
+                f"SampleGrid needs every_n_epochs >= 1 and num_per_class >= 1, got {every_n_epochs}, {num_per_class}"
+            )
         self.every_n_epochs = every_n_epochs
         self.num_per_class = num_per_class
         self.seed = seed
@@ -59,7 +61,11 @@ class SampleGrid(L.Callback):
     def _due(self, trainer: L.Trainer) -> bool:
         epoch = trainer.current_epoch
         last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
-        return not trainer.sanity_checking and epoch != self._last_epoch_done and ((epoch + 1) % self.every_n_epochs == 0 or last)
+        return (
+            not trainer.sanity_checking
+            and epoch != self._last_epoch_done
+            and ((epoch + 1) % self.every_n_epochs == 0 or last)
+        )
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit" and self._due(trainer):
@@ -94,5 +100,7 @@ class SampleGrid(L.Callback):
         for logger in trainer.loggers:
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_image"):  # TensorBoard's SummaryWriter
-                experiment.add_image("samples", np.asarray(picture.convert("RGB")), trainer.global_step, dataformats="HWC")
+                experiment.add_image(
+                    "samples", np.asarray(picture.convert("RGB")), trainer.global_step, dataformats="HWC"
+                )
         return path

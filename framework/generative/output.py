@@ -145,7 +145,7 @@ def scatter_plot(points: Tensor, labels: Tensor, size: int = 512, radius: int = 
     centre = (high + low) / 2
     image = Image.new("RGB", (size, size), (255, 255, 255))
     draw = ImageDraw.Draw(image)
-    for (x, y), label in zip(finite.tolist(), labels[torch.isfinite(points).all(dim=1)].tolist()):
+    for (x, y), label in zip(finite.tolist(), labels[torch.isfinite(points).all(dim=1)].tolist(), strict=True):
         u = (x - centre[0].item()) / span.item() * size + size / 2
         v = size / 2 - (y - centre[1].item()) / span.item() * size  # y grows upwards
         draw.ellipse((u - radius, v - radius, u + radius, v + radius), fill=_PALETTE[int(label) % len(_PALETTE)])
@@ -247,7 +247,13 @@ class SampleWriter(L.Callback):
         self._parts = []
 
     def on_predict_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if not isinstance(outputs, dict) or not {"index", "labels", "images"} <= set(outputs):
             raise ConfigError(
@@ -257,7 +263,9 @@ class SampleWriter(L.Callback):
         self._parts.append({k: outputs[k].detach().cpu() for k in ("index", "labels", "images")})
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        local = {k: torch.cat([p[k] for p in self._parts]) for k in ("index", "labels", "images")} if self._parts else None
+        local = (
+            {k: torch.cat([p[k] for p in self._parts]) for k in ("index", "labels", "images")} if self._parts else None
+        )
         self._parts = []
         shares = _gather_to_rank_zero(local, trainer.world_size, trainer.global_rank)
         error: Exception | None = None
@@ -282,7 +290,9 @@ class SampleWriter(L.Callback):
                 f"sampling produced indices that are not exactly 0..{expected - 1} "
                 f"({len(index)} samples, {len(torch.unique(index))} distinct)"
             )
-        self.path = save_samples(self.directory, merged["images"][order], merged["labels"][order], self.num_rows, self.config)
+        self.path = save_samples(
+            self.directory, merged["images"][order], merged["labels"][order], self.num_rows, self.config
+        )
 
 
 def _gather_to_rank_zero(obj: Any, world_size: int, rank: int) -> list[Any]:
@@ -314,4 +324,3 @@ def check_options(generate: Callable[..., Any], options: dict[str, Any], model_n
             f"{model_name}.generate does not take {', '.join(map(repr, unknown))}; "
             f"its options are: {', '.join(accepted) or 'none'}"
         )
-

@@ -41,7 +41,10 @@ def kid_metric(extractor: nn.Module, subset_size: int = 1000, **kwargs: Any):
 
 @torch.no_grad()
 def extract(
-    extractor: nn.Module, images: Tensor | Iterable[Any], batch_size: int = 500, device: torch.device | str | None = None
+    extractor: nn.Module,
+    images: Tensor | Iterable[Any],
+    batch_size: int = 500,
+    device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Features (N, D) and logits (N, K) or None of ``images`` (a tensor, or batches / (x, y) batches), on the CPU."""
     device = device or next(iter(extractor.parameters()), torch.empty(0)).device

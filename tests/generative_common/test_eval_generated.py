@@ -47,7 +47,9 @@ def test_noise_scores_far_worse_and_cli_writes_json(evaluator, tmp_path):
     g = torch.Generator().manual_seed(0)
     images, labels = torch.rand(200, 1, 8, 8, generator=g) * 2 - 1, torch.arange(200) // 20
     save_samples(tmp_path, images, labels, num_rows=10)
-    result = main(["--samples", str(tmp_path / "samples.npz"), "--evaluator", str(path), "--json", str(tmp_path / "r.json")])
+    result = main(
+        ["--samples", str(tmp_path / "samples.npz"), "--evaluator", str(path), "--json", str(tmp_path / "r.json")]
+    )
     assert result["fd_ratio"] > 10 and result["accuracy"] < 0.5
     assert (tmp_path / "r.json").read_text().count("fd_ratio") == 1
     # Arrays work as well as files, and give the same figures.

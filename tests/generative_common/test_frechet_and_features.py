@@ -60,7 +60,9 @@ def test_gaussian_statistics_and_feature_distance():
     np.testing.assert_allclose(mean.numpy(), x.numpy().mean(0))
     np.testing.assert_allclose(cov.numpy(), np.cov(x.numpy(), rowvar=False), atol=1e-12)
     y = 2 * torch.randn(60, 4, dtype=torch.float64) + 1
-    expected = _scipy_frechet(x.mean(0).numpy(), np.cov(x.numpy(), rowvar=False), y.mean(0).numpy(), np.cov(y.numpy(), rowvar=False))
+    expected = _scipy_frechet(
+        x.mean(0).numpy(), np.cov(x.numpy(), rowvar=False), y.mean(0).numpy(), np.cov(y.numpy(), rowvar=False)
+    )
     assert frechet_distance_of_features(x, y).item() == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError):
         gaussian_statistics(x[:1])

@@ -77,7 +77,10 @@ def test_sample_grid_uses_the_ema_weights_and_logs_to_tensorboard(tmp_path):
 def test_sample_grid_without_validation(tmp_path):
     grid = SampleGrid(every_n_epochs=1, num_per_class=2)
     trainer = _trainer(tmp_path, callbacks=[grid], limit_val_batches=0)
-    trainer.fit(ToyGenerator(num_classes=0, data_shape=(2,)), DataLoader(TensorDataset(torch.randn(8, 2), torch.zeros(8, dtype=torch.long)), batch_size=4))
+    trainer.fit(
+        ToyGenerator(num_classes=0, data_shape=(2,)),
+        DataLoader(TensorDataset(torch.randn(8, 2), torch.zeros(8, dtype=torch.long)), batch_size=4),
+    )
     assert [p.name for p in grid.paths] == ["epoch=0000.png", "epoch=0001.png"]
     assert Image.open(grid.paths[0]).size == (512, 512)  # 2-D points: a scatter plot
 

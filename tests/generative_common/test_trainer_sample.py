@@ -174,7 +174,9 @@ def test_checkpoint_weights_are_the_ema_weights(tmp_path):
         model.means.zero_()  # the checkpoint must restore the weights
 
     # Same trainer (EMA callback still holding its average), then a fresh trainer and model.
-    got = load_samples(trainer.sample(model, ckpt_path=ckpt.last_model_path, num_per_class=2, output=str(tmp_path / "a")))[0]
+    got = load_samples(
+        trainer.sample(model, ckpt_path=ckpt.last_model_path, num_per_class=2, output=str(tmp_path / "a"))
+    )[0]
     np.testing.assert_allclose(got, expected, atol=1e-6)
     fresh = ToyGenerator()
     got = load_samples(
@@ -209,7 +211,9 @@ def test_writer_refuses_missing_or_repeated_samples(tmp_path):
     writer.on_predict_start(trainer, None)
     for index in ([0, 1], [1, 3]):  # 1 twice, 2 missing (as when every rank generated everything)
         index = torch.tensor(index)
-        writer.on_predict_batch_end(trainer, None, {"index": index, "labels": index // 2, "images": torch.zeros(2, 2)}, None, 0)
+        writer.on_predict_batch_end(
+            trainer, None, {"index": index, "labels": index // 2, "images": torch.zeros(2, 2)}, None, 0
+        )
     with pytest.raises(RuntimeError, match="not exactly 0..3"):
         writer.on_predict_epoch_end(trainer, None)
     assert not (tmp_path / "samples.npz").exists()
