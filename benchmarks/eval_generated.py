@@ -12,7 +12,12 @@ Prints and returns (as a dict, from :func:`evaluate_samples`):
 - ``fd_real``: the same distance between the real train and test splits (the floor a perfect
   generator of the training distribution would reach, up to sample-size bias);
 - ``fd_ratio`` = ``fd_test / fd_real`` (issue bars: <= 2.5 for diffusion and flows, <= 3 for GANs);
-- ``real_accuracy``: the evaluator's accuracy on the real test split (its own ceiling).
+- ``real_accuracy``: the evaluator's accuracy on the real test split (its own ceiling);
+- ``accuracy_per_class``: the accuracy on the samples of each class, None for a class with
+  no samples.
+
+The evaluator and the real features are computed once per checkpoint file and data (cached
+in the process), so calling it in a loop over samplers or NFEs is cheap.
 
 Other benchmarks import it: ``from eval_generated import evaluate_samples, ensure_evaluator``
 (with ``benchmarks/`` on ``sys.path``). :func:`ensure_evaluator` trains the evaluator with
@@ -22,6 +27,7 @@ Other benchmarks import it: ``from eval_generated import evaluate_samples, ensur
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -64,6 +70,40 @@ def _datamodule(data: Any, data_args: dict[str, Any] | None):
     return framework.build("data", data, **(data_args or {}))
 
 
+def _reference(evaluator: Any, data: Any, data_args: dict[str, Any] | None) -> tuple:
+    """Extractor, real train/test features, test logits and labels; cached for a checkpoint file and data name."""
+    if isinstance(evaluator, torch.nn.Module) or not isinstance(data, str):
+        return _compute_reference(evaluator, data, data_args)
+    path = Path(evaluator)
+    stamp = path.stat().st_mtime_ns if path.is_file() else None
+    return _cached_reference(str(path), stamp, data, json.dumps(data_args or {}, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_reference(path: str, stamp: int | None, data: str, data_args: str) -> tuple:
+    # The modification time is part of the key: a retrained evaluator is not served from the cache.
+    return _compute_reference(path, data, json.loads(data_args))
+
+
+def _compute_reference(evaluator: Any, data: Any, data_args: dict[str, Any] | None) -> tuple:
+    from framework.metrics import ClassifierFeatures, extract
+
+    if isinstance(evaluator, torch.nn.Module):
+        extractor = (
+            evaluator if hasattr(evaluator, "features_and_logits") else ClassifierFeatures.from_module(evaluator)
+        )
+    else:
+        extractor = ClassifierFeatures(str(evaluator))
+    datamodule = _datamodule(data, data_args)
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    with torch.no_grad():
+        train_features, _ = extract(extractor, datamodule.train_dataloader())
+        test_features, test_logits = extract(extractor, datamodule.test_dataloader())
+    test_labels = torch.cat([y for _, y in datamodule.test_dataloader()])
+    return extractor, train_features, test_features, test_logits, test_labels
+
+
 def evaluate_samples(
     samples: str | os.PathLike | tuple[np.ndarray, np.ndarray],
     evaluator: str | os.PathLike | torch.nn.Module = DEFAULT_EVALUATOR,
@@ -83,32 +123,21 @@ def evaluate_samples(
         verbose: Print the figures.
     """
     from framework.generative.output import load_samples
-    from framework.metrics import ClassifierFeatures, extract, frechet_distance_of_features
+    from framework.metrics import extract, frechet_distance_of_features
 
     images, labels = load_samples(samples) if not isinstance(samples, tuple) else samples
     images, labels = torch.as_tensor(images, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.int64)
-    if isinstance(evaluator, torch.nn.Module):
-        extractor = (
-            evaluator if hasattr(evaluator, "features_and_logits") else ClassifierFeatures.from_module(evaluator)
-        )
-    else:
-        extractor = ClassifierFeatures(str(evaluator))
-    datamodule = _datamodule(data, data_args)
-    datamodule.setup("fit")
-    datamodule.setup("test")
-
     start = time.perf_counter()
+    extractor, train_features, test_features, test_logits, test_labels = _reference(evaluator, data, data_args)
     with torch.no_grad():
         gen_features, gen_logits = extract(extractor, images, batch_size)
-        train_features, _ = extract(extractor, datamodule.train_dataloader())
-        test_features, test_logits = extract(extractor, datamodule.test_dataloader())
-    test_labels = torch.cat([y for _, y in datamodule.test_dataloader()])
+    correct = (gen_logits.argmax(1) == labels).double()
 
     fd_test = frechet_distance_of_features(gen_features, test_features).item()
     fd_real = frechet_distance_of_features(train_features, test_features).item()
     result = {
         "num_samples": len(labels),
-        "accuracy": (gen_logits.argmax(1) == labels).double().mean().item(),
+        "accuracy": correct.mean().item(),
         "fd_test": fd_test,
         "fd_train": frechet_distance_of_features(gen_features, train_features).item(),
         "fd_real": fd_real,
@@ -117,6 +146,10 @@ def evaluate_samples(
         "num_train": len(train_features),
         "num_test": len(test_features),
         "eval_seconds": time.perf_counter() - start,
+        "accuracy_per_class": [
+            round(correct[labels == c].mean().item(), 4) if (labels == c).any() else None
+            for c in range(test_logits.shape[1])
+        ],
     }
     if verbose:
         print(format_result(result))

@@ -12,6 +12,7 @@ import torch
 
 import framework
 from framework.generative.output import save_samples
+from framework.metrics import ClassifierFeatures
 from framework.models.classifier import Classifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -40,6 +41,7 @@ def test_real_test_set_scores_like_the_test_set(evaluator, tmp_path):
     assert result["fd_train"] == pytest.approx(result["fd_real"], rel=1e-9) and result["fd_real"] > 0
     assert result["accuracy"] == result["real_accuracy"] and result["accuracy"] > 0.5
     assert result["num_samples"] == result["num_test"] == len(y)
+    assert len(result["accuracy_per_class"]) == 10 and min(result["accuracy_per_class"]) <= result["accuracy"]
 
 
 def test_noise_scores_far_worse_and_cli_writes_json(evaluator, tmp_path):
@@ -52,6 +54,12 @@ def test_noise_scores_far_worse_and_cli_writes_json(evaluator, tmp_path):
     )
     assert result["fd_ratio"] > 10 and result["accuracy"] < 0.5
     assert (tmp_path / "r.json").read_text().count("fd_ratio") == 1
+    # Per-class accuracy, None for a class without samples.
+    relabelled = np.where(labels.numpy() == 3, 4, labels.numpy())
+    per_class = evaluate_samples((images.numpy(), relabelled), path, verbose=False)["accuracy_per_class"]
+    assert len(per_class) == 10 and per_class[3] is None
+    predicted = ClassifierFeatures(str(path)).features_and_logits(images)[1].argmax(1)
+    assert per_class[4] == pytest.approx((predicted[relabelled == 4] == 4).float().mean().item(), abs=1e-4)
     # Arrays work as well as files, and give the same figures.
     same = evaluate_samples((images.numpy(), labels.numpy()), path, verbose=False)
     assert same["fd_test"] == pytest.approx(result["fd_test"]) and np.isclose(same["accuracy"], result["accuracy"])
