@@ -158,7 +158,7 @@ def evaluate_samples(
 
 def format_result(result: dict[str, float]) -> str:
     """The figures as aligned ``name  value`` lines."""
-    return "\n".join(f"{k:>14}  {v:.4f}" if isinstance(v, float) else f"{k:>14}  {v}" for k, v in result.items())
+    return "\n".join(f"{k:>18}  {v:.4f}" if isinstance(v, float) else f"{k:>18}  {v}" for k, v in result.items())
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
