@@ -37,10 +37,10 @@ def header_sentence(text: str, limit: int = 220) -> str:
         depth += (ch == "(") - (ch == ")")
         # A sentence ends at a period outside parentheses that is followed by a space or the end
         # and does not close an abbreviation ("et al.", "e.g.").
-        if ch == "." and depth == 0 and (i + 1 == len(joined) or joined[i + 1] == " "):
-            if not re.search(r"(\bal|\be\.g|\bi\.e|\bvs)$", joined[:i]):
-                end = i + 1
-                break
+        at_end = ch == "." and depth == 0 and (i + 1 == len(joined) or joined[i + 1] == " ")
+        if at_end and not re.search(r"(\bal|\be\.g|\bi\.e|\bvs)$", joined[:i]):
+            end = i + 1
+            break
     sentence = joined[:end].rstrip(" :;")
     if len(sentence) > limit:
         sentence = sentence[: limit - 3].rsplit(" ", 1)[0] + "..."
@@ -57,7 +57,9 @@ def _name(node) -> str:
 
 def hardware(trainer: dict) -> str:
     accelerator = str(trainer.get("accelerator", "auto"))
-    label = {"cpu": "CPU", "gpu": "GPU", "cuda": "GPU", "auto": "GPU if present, else CPU"}.get(accelerator, accelerator)
+    label = {"cpu": "CPU", "gpu": "GPU", "cuda": "GPU", "auto": "GPU if present, else CPU"}.get(
+        accelerator, accelerator
+    )
     devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
     parts = [label]
     if devices not in (1, "1", None):

@@ -116,7 +116,9 @@ class ImageFolderDataModule(ClasszooDataModule):
         if image_size < 1:
             raise ConfigError(f"image_folder image_size must be positive, got {image_size}")
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ConfigError(f"image_folder fractions must leave training data: val {val_fraction}, test {test_fraction}")
+            raise ConfigError(
+                f"image_folder fractions must leave training data: val {val_fraction}, test {test_fraction}"
+            )
         self.root = os.path.abspath(os.path.expanduser(root))
         if not os.path.isdir(self.root):
             raise DataNotFoundError(f"image_folder: no directory {self.root}")
@@ -143,7 +145,9 @@ class ImageFolderDataModule(ClasszooDataModule):
 
         extra = sorted(set(_classes(directory)) - set(self.class_names))
         if extra:
-            raise ConfigError(f"image_folder: {directory} has classes missing from {self.train_dir}: {', '.join(extra)}")
+            raise ConfigError(
+                f"image_folder: {directory} has classes missing from {self.train_dir}: {', '.join(extra)}"
+            )
         class_to_idx = {name: i for i, name in enumerate(self.class_names)}
         samples = make_dataset(directory, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
         if not samples:

@@ -59,7 +59,9 @@ def _labels(n: int, k: int, generator: torch.Generator | None) -> Tensor:
     return torch.randint(0, k, (n,), generator=generator)
 
 
-def eight_gaussians(n: int, generator: torch.Generator | None = None, *, scale: float = 5.0, noise: float = 0.1**0.25) -> Toy:
+def eight_gaussians(
+    n: int, generator: torch.Generator | None = None, *, scale: float = 5.0, noise: float = 0.1**0.25
+) -> Toy:
     """Eight Gaussians centred on a circle of radius ``scale``; label = component (torchcfm's order).
 
     torchcfm's ``sample_8gaussians`` calls ``eight_normal_sample(n, 2, scale=5, var=0.1)``,

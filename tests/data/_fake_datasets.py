@@ -95,7 +95,9 @@ def write_cifar100(root: Path, monkeypatch, n_train: int = 200, n_test: int = 10
     return names
 
 
-def write_image_folder(root: Path, splits=("train", "val"), classes=("cat", "dog", "eel"), per_class=4, size=12, mode="RGB"):
+def write_image_folder(
+    root: Path, splits=("train", "val"), classes=("cat", "dog", "eel"), per_class=4, size=12, mode="RGB"
+):
     """``root/<split>/<class>/<k>.png``; image k of class j has every pixel of channel c = 20 j + 3 k + 60 c."""
     from PIL import Image
 

@@ -16,7 +16,9 @@ def test_toy2d_recipe(in_tmp):
     assert main(["fit", "--config", str(RECIPES / "classifier_toy2d.yaml"), *FAST]) == 0
 
 
-@pytest.mark.parametrize("recipe, folder", [("classifier_mnist.yaml", "MNIST"), ("classifier_fashion_mnist.yaml", "FashionMNIST")])
+@pytest.mark.parametrize(
+    "recipe, folder", [("classifier_mnist.yaml", "MNIST"), ("classifier_fashion_mnist.yaml", "FashionMNIST")]
+)
 def test_mnist_recipes(recipe, folder, in_tmp):
     write_mnist(in_tmp / "data", folder, n_train=60, n_test=20)
     small = ["--data.init_args.val_size=10", "--data.init_args.batch_size=8", "--data.init_args.eval_batch_size=8"]

@@ -29,7 +29,7 @@ def test_train_val_folders_in_memory(tmp_path):
         assert y[row] == j
         for c in range(3):
             assert torch.allclose(x[row, c], torch.full((8, 8), _value(j, k, c)), atol=1e-6)
-    batch_x, batch_y = next(iter(dm.train_dataloader()))
+    batch_x, _ = next(iter(dm.train_dataloader()))
     assert batch_x.shape == (5, 3, 8, 8)
 
 
@@ -41,14 +41,16 @@ def test_flat_folder_carves_seeded_stratified_splits(tmp_path):
     assert torch.bincount(dm.val_dataset.y).tolist() == [2, 2, 2]
     everything = torch.cat([dm.train_dataset.x, dm.val_dataset.x, dm.test_dataset.x])
     assert len(torch.unique(everything.flatten(1), dim=0)) == 30  # disjoint, all images used
-    again = ImageFolderDataModule(str(tmp_path / "train"), image_size=8, val_fraction=0.2, test_fraction=0.3, split_seed=3)
+    again = ImageFolderDataModule(
+        str(tmp_path / "train"), image_size=8, val_fraction=0.2, test_fraction=0.3, split_seed=3
+    )
     again.setup()
     assert torch.equal(again.val_dataset.x, dm.val_dataset.x)
 
 
 def test_streamed_matches_in_memory_and_greyscale(tmp_path):
     write_image_folder(tmp_path, splits=("train", "test"), per_class=3, size=10)
-    kwargs = dict(image_size=6, channels=1, val_fraction=0.0, batch_size=4)
+    kwargs = {"image_size": 6, "channels": 1, "val_fraction": 0.0, "batch_size": 4}
     mem = ImageFolderDataModule(str(tmp_path), in_memory=True, **kwargs)
     disk = ImageFolderDataModule(str(tmp_path), max_memory_mb=0, **kwargs)
     mem.setup()

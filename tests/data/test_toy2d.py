@@ -66,7 +66,7 @@ def test_moons_matches_torchcfm():
     _moments_close(ours, ref)
     # Label 0 is the upper moon (y >= -1 before noise after the 3x - 1 map), label 1 the lower.
     assert ours[labels == 0, 1].mean() > ours[labels == 1, 1].mean() + 1.0
-    ref_upper = ref[: 10000]  # torchdyn puts the outer (upper) moon first
+    ref_upper = ref[:10000]  # torchdyn puts the outer (upper) moon first
     assert torch.allclose(ours[labels == 0].mean(0), ref_upper.mean(0), atol=0.1)
 
 
@@ -120,7 +120,7 @@ def test_swissroll_matches_sklearn_and_segments():
     from sklearn.datasets import make_swiss_roll
 
     ref = make_swiss_roll(20000, noise=1.0, random_state=0)[0][:, [0, 2]] / 5
-    ours, labels = toy2d.swissroll(20000, _gen())
+    ours, _ = toy2d.swissroll(20000, _gen())
     _moments_close(ours, ref)
     # Noise-free, the segment label orders points by their distance from the roll's centre.
     clean, lab = toy2d.swissroll(3000, _gen(), noise=0.0, segments=3)

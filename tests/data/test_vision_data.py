@@ -164,7 +164,9 @@ def test_failed_download_is_one_clear_error(tmp_path, monkeypatch, cls, module):
     def offline(*args, **kwargs):
         raise URLError("network unreachable")
 
-    monkeypatch.setattr(importlib.import_module(f"torchvision.datasets.{module}"), "download_and_extract_archive", offline)
+    monkeypatch.setattr(
+        importlib.import_module(f"torchvision.datasets.{module}"), "download_and_extract_archive", offline
+    )
     dm = cls(root=str(tmp_path), download=True)
     with pytest.raises(DataNotFoundError, match="could not download") as err:
         dm.prepare_data()
