@@ -19,17 +19,20 @@ class ToyGenerator(GenerativeModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        return (self.means[y] - x).square().mean()
+        return (self.means[self._rows(y)] - x).square().mean()
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self.log("val/loss", (self.means[y] - x).square().mean())
+        self.log("val/loss", (self.means[self._rows(y)] - x).square().mean())
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.5)
 
+    def _rows(self, labels):
+        return labels if self.num_classes else torch.zeros_like(labels)  # unconditional: one mean
+
     def generate(self, labels, seeds, guidance_scale: float = 0.0, steps: int = 1):
-        x = self.means[labels] + 0.5 * seeded_randn(seeds, self.data_shape, device=self.device)
+        x = self.means[self._rows(labels)] + 0.5 * seeded_randn(seeds, self.data_shape, device=self.device)
         for _ in range(steps if guidance_scale else 0):
             # Needs autograd: fails under inference mode, as classifier guidance would.
             with torch.enable_grad():

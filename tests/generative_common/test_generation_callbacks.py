@@ -125,6 +125,16 @@ def test_generation_metrics_log_fd_and_accuracy(tmp_path, evaluator):
     assert result[0]["gen/fd"] == pytest.approx(logged["gen/fd"].item(), rel=1e-6)
 
 
+def test_generation_metrics_unconditional(tmp_path, evaluator):
+    metrics = GenerationMetrics(feature_args={"checkpoint": evaluator}, num_per_class=12)
+    trainer = _trainer(tmp_path, max_epochs=1, callbacks=[metrics])
+    trainer.fit(
+        ToyGenerator(num_classes=0), DataLoader(_data(12, 0), batch_size=6), DataLoader(_data(12, 1), batch_size=6)
+    )
+    assert "gen/fd" in trainer.callback_metrics and "gen/acc" not in trainer.callback_metrics
+    assert metrics.fid.fake_features_num_samples.item() == 12
+
+
 def test_generation_metrics_bad_input(tmp_path, evaluator):
     with pytest.raises(ConfigError, match="not found"):
         GenerationMetrics(feature_args={"checkpoint": str(tmp_path / "nope.ckpt")})
