@@ -189,7 +189,9 @@ def print_fit_summary(trainer: Any) -> None:
     """One block at the end of ``fit``: final validation metrics, checkpoint and log folder."""
     if not trainer.is_global_zero:
         return
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
+    metrics = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val", "gen")) and v.numel() == 1
+    }
     lines = [f"  {k}: {v:.4f}" for k, v in sorted(metrics.items())]
     ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or getattr(
         trainer.checkpoint_callback, "last_model_path", ""

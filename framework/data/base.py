@@ -31,8 +31,8 @@ class InMemoryDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        x = self.x[idx]
-        return (self.transform(x) if self.transform is not None else x), self.y[idx]
+        x = self.x.index_select(0, idx)  # several times faster than fancy indexing
+        return (self.transform(x) if self.transform is not None else x), self.y.index_select(0, idx)
 
     def subset(self, mask_or_index: Tensor) -> InMemoryDataset:
         """The rows selected by a boolean mask or an index tensor (same transform)."""

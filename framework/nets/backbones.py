@@ -96,11 +96,16 @@ def load_state_dict_file(path: str) -> dict[str, Tensor]:
 
     if not os.path.isfile(path):
         raise DataNotFoundError(f"weights file not found: {path}")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    from framework.errors import ConfigError
 
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling, safetensors header, truncated file: all "not a weights file"
+        raise ConfigError(f"cannot read weights from {path}: {str(err).splitlines()[0]}") from None
     for key in ("state_dict", "model", "module"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]

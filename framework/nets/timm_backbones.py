@@ -35,7 +35,10 @@ def timm_backbone(model_name: str, data_shape: Sequence[int], pretrained: bool |
         state = load_state_dict_file(pretrained)
         head = model.default_cfg.get("classifier", "fc")
         state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatches
+            raise ConfigError(f"weights {pretrained} do not fit timm/{model_name}: {str(err).splitlines()[1].strip()}") from None
         if missing or unexpected:
             raise ConfigError(
                 f"weights {pretrained} do not fit timm/{model_name}: "

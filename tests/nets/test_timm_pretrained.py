@@ -68,3 +68,18 @@ def test_weights_of_another_architecture_are_a_config_error(tmp_path):
 def test_missing_weights_file(tmp_path):
     with pytest.raises(DataNotFoundError, match="weights file not found"):
         create("net", "timm/resnet18", data_shape=(3, 32, 32), pretrained=str(tmp_path / "absent.pth"))
+
+
+def test_unreadable_or_misshapen_weights_are_config_errors(tmp_path):
+    import timm
+
+    from framework.errors import ConfigError
+
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ConfigError, match="cannot read weights"):
+        create("net", "timm/resnet18", data_shape=(3, 16, 16), pretrained=str(junk))
+    grey = tmp_path / "grey.pth"
+    torch.save(timm.create_model("resnet18", num_classes=0, in_chans=1).state_dict(), grey)
+    with pytest.raises(ConfigError, match="do not fit timm/resnet18"):
+        create("net", "timm/resnet18", data_shape=(3, 16, 16), pretrained=str(grey))
