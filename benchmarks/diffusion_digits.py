@@ -148,7 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=str(ROOT / "outputs" / "diffusion_digits_bench"))
     parser.add_argument("--max-time", default="00:00:05:00", help="training time box (DD:HH:MM:SS)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the training run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the training run")
     parser.add_argument("--per-class", type=int, default=100, help="generated samples per class")
     parser.add_argument("--guidance-scale", type=float, default=None, help="cfg scale at sampling (1: none)")
     parser.add_argument("--skip-train", action="store_true", help="reuse the last checkpoint in --workdir")
@@ -160,6 +160,7 @@ def main() -> None:
     work = Path(args.workdir)
     evaluator = ensure_evaluator()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as Diffusion.on_fit_start does for training
 
     result: dict = {"args": vars(args), "machine": os.uname().nodename, "torch_threads": args.threads,
                     "load_average_at_start": os.getloadavg()}  # fmt: skip

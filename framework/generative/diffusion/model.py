@@ -127,7 +127,8 @@ class Diffusion(GenerativeModule):
         if guidance is not None and guidance != "none":
             if self.num_classes == 0:
                 raise ConfigError("guidance needs a class-conditional model (num_classes > 0)")
-            extra = {"classifier_scale": self.classifier_scale} if guidance in ("cfg+classifier", "cfg_classifier", "combined") else {}
+            combined = isinstance(guidance, str) and registry.entry("guidance", guidance).name == "cfg+classifier"
+            extra = {"classifier_scale": self.classifier_scale} if combined else {}
             rule = build_guidance(guidance, guidance_scale, **extra)
 
         def fn(x: Tensor, sigma: Tensor) -> Tensor:
@@ -170,6 +171,13 @@ class Diffusion(GenerativeModule):
             torch.manual_seed(batch_idx)
             loss = self.loss(x, y)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
+
+    def on_fit_start(self) -> None:
+        # Adam's second moments of the zero-initialised output layers decay into subnormal
+        # floats, and subnormal arithmetic is ~30x slower on x86 CPUs (measured: 15 ms vs
+        # 430 ms per digits step). Flushing them to zero changes nothing above 1e-38.
+        if self.device.type == "cpu":
+            torch.set_flush_denormal(True)
 
     def configure_optimizers(self) -> Any:
         from framework.models.classifier import configure_optimizer
