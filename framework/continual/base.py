@@ -271,6 +271,7 @@ class ContinualModule(ClasszooModule):
     def _run_finished_steps(self) -> None:
         """End every step whose epochs are done, and begin the next, until one needs training."""
         while not self.done and self.step_epoch >= self.step_epochs(self.step):
+            self._sync_buffers()
             self.on_step_end(self.step)
             self._record(self.step, time.perf_counter() - self._step_clock)
             if self.step + 1 == self.scenario.num_steps:
@@ -279,6 +280,14 @@ class ContinualModule(ClasszooModule):
                 rank_zero_info(cl_metrics.format_table(self.results(), title=f"{type(self).__name__} results"))
             else:
                 self._begin_step(self.step + 1)
+
+    @torch.no_grad()
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (batch-norm statistics drift apart under DDP), so that
+        features, herding and evaluation agree across ranks."""
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            for buffer in self.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
     @torch.no_grad()
     def predict(self, split: str, indices: Tensor, num_seen: int) -> Tensor:
@@ -327,9 +336,12 @@ class ContinualModule(ClasszooModule):
         for logger in self.trainer.loggers:
             logger.log_metrics({"continual/accuracy": accuracy, "continual/step": step}, step=self.global_step)
 
-    @rank_zero_only
     def _write(self, results: dict[str, Any]) -> None:
-        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
+        # trainer.log_dir broadcasts from rank 0: every rank must ask, only rank 0 writes.
+        self._write_files(results, self.trainer.log_dir or self.trainer.default_root_dir)
+
+    @rank_zero_only
+    def _write_files(self, results: dict[str, Any], log_dir: str) -> None:
         os.makedirs(log_dir, exist_ok=True)
         payload = {"method": type(self).__name__, "steps_done": len(self.correct), **results, "step_seconds": self.step_seconds}
         with open(os.path.join(log_dir, "metrics.json"), "w") as f:

@@ -151,3 +151,28 @@ def test_bad_arguments_raise_config_errors():
         FeTrIL(num_classes=10, data_shape=(1, 8, 8), head_bias=False, **NET)
     with pytest.raises(ConfigError):
         ContinualModule(num_classes=10, data_shape=(1, 8, 8), epochs=-1, **NET)
+
+
+def test_wa_align_and_clip_on_fixed_rows():
+    from framework.continual.wa import WA
+
+    model = WA(num_classes=4, data_shape=(1, 8, 8), **NET)
+    w = torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0], [4.0, 4.0, 4.0], [-6.0, 0.0, 2.0]]).repeat_interleave(
+        model.num_features // 3 + 1, dim=1)[:, : model.num_features]
+    with torch.no_grad():
+        model.head.weight.copy_(w)
+    model.on_train_batch_end(None, None, 0)  # official code: clip after every optimiser step
+    clipped = w.clamp(min=0)
+    assert torch.equal(model.head.weight, clipped)
+    gamma = model.align_weights(known=2, seen=4)
+    l1 = clipped.abs().sum(1)
+    expected = min(1.0, float(l1[:2].mean() / l1[2:].mean()))
+    assert gamma == pytest.approx(expected)
+    assert torch.allclose(model.head.weight[2:], clipped[2:] * expected) and torch.equal(model.head.weight[:2], clipped[:2])
+    pycil = WA(num_classes=4, data_shape=(1, 8, 8), norm=2.0, clamp_gamma=False, clip_weights=False, head_bias=True, **NET)
+    with torch.no_grad():
+        pycil.head.weight.copy_(w)
+    pycil.on_train_batch_end(None, None, 0)
+    assert torch.equal(pycil.head.weight, w)  # no clipping
+    l2 = w.norm(dim=1)
+    assert pycil.align_weights(2, 4) == pytest.approx(float(l2[:2].mean() / l2[2:].mean()))
