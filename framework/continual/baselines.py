@@ -26,8 +26,9 @@ class Finetune(ContinualModule):
 
 @register("model", "joint")
 class Joint(ContinualModule):
-    """Joint training, the upper bound: every step trains on all the training data of every class
-    seen so far (continuing from the previous step's weights). In a few-shot scenario this is an
+    """Joint training, the upper bound: each step trains on all the data of the classes seen so far.
+
+    Training continues from the previous step's weights. In a few-shot scenario this is an
     oracle: it uses every training sample of the novel classes, not only the shots.
 
     Arguments: those of :class:`~framework.continual.base.ContinualModule`.
