@@ -34,12 +34,20 @@ from eval_generated import ensure_evaluator, evaluate_samples  # noqa: E402
 
 RECIPE = "recipes/diffusion_digits.yaml"
 # (sampler, steps, options): NFE = 2 steps - 1 for edm_heun, steps for the one-evaluation samplers.
-SAMPLERS = [("edm_heun", 18, {}), ("dpmpp_2m", 10, {}), ("ddim", 25, {}), ("euler_maruyama", 100, {})]
+SAMPLERS = [
+    ("edm_heun", 18, {}),
+    ("dpmpp_2m", 10, {}),
+    ("ddim", 25, {}),
+    ("euler_maruyama", 100, {}),
+    ("edm_heun", 18, {"guidance": "cfg", "guidance_scale": 2.0}),
+]
+# With --classifier-guidance: a noise-aware classifier (recipes/noisy_classifier_digits.yaml) guides EDM Heun.
+CLASSIFIER_GUIDED = [("edm_heun", 18, {"guidance": "classifier", "guidance_scale": s}) for s in (1.0, 3.0)]
 
 
-def fit(root: Path, max_time: str, threads: int, *overrides: str) -> tuple[Path, float]:
-    """Run ``lightning fit`` on the recipe; the last checkpoint and the wall time."""
-    command = [sys.executable, "-m", "framework", "fit", "--config", str(ROOT / RECIPE),
+def fit(root: Path, max_time: str, threads: int, *overrides: str, recipe: str = RECIPE) -> tuple[Path, float]:
+    """Run ``lightning fit`` on a recipe; the last checkpoint and the wall time."""
+    command = [sys.executable, "-m", "framework", "fit", "--config", str(ROOT / recipe),
                f"--trainer.default_root_dir={root}", f"--trainer.max_time={max_time}", *overrides]  # fmt: skip
     print("$", " ".join(command), flush=True)
     start = time.perf_counter()
@@ -48,20 +56,27 @@ def fit(root: Path, max_time: str, threads: int, *overrides: str) -> tuple[Path,
     return sorted(root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)[-1], seconds
 
 
-def score_samplers(checkpoint: Path, evaluator: Path, per_class: int, guidance_scale: float | None) -> list[dict]:
-    """Evaluator scores of the checkpoint's samples for every sampler of SAMPLERS."""
+def score_samplers(
+    checkpoint: Path, evaluator: Path, per_class: int, guidance_scale: float | None,
+    settings: list = SAMPLERS, guidance_classifier: Path | None = None,
+) -> list[dict]:
+    """Evaluator scores of the checkpoint's samples for every (sampler, steps, options) of ``settings``."""
     from framework.generative.diffusion import Diffusion
+    from framework.generative.diffusion.model import load_noisy_classifier
 
     model = Diffusion.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
+    if guidance_classifier is not None:
+        model.guidance_classifier = load_noisy_classifier(str(guidance_classifier))
     labels = torch.arange(model.num_classes).repeat_interleave(per_class)
     seeds = torch.arange(len(labels))
     guidance = {"guidance": "cfg", "guidance_scale": guidance_scale} if guidance_scale not in (None, 1.0) else {}
     rows = []
-    for sampler, steps, options in SAMPLERS:
+    for sampler, steps, options in settings:
+        options = {**guidance, **options}
         start = time.perf_counter()
         images = []
         for i in range(0, len(labels), 500):
-            images.append(model.generate(labels[i : i + 500], seeds[i : i + 500], sampler=sampler, steps=steps, **guidance, **options))
+            images.append(model.generate(labels[i : i + 500], seeds[i : i + 500], sampler=sampler, steps=steps, **options))
         images = torch.cat(images).clamp(-1, 1)
         seconds = time.perf_counter() - start
         scores = evaluate_samples((images.numpy(), labels.numpy()), evaluator, verbose=False)
@@ -92,8 +107,11 @@ def score_bits_per_dim(checkpoint: Path, count: int) -> dict:
             "nfe": result.nfe, "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
 
 
-def overhead(steps: int = 40, warmup: int = 5) -> dict:
-    """Seconds per training step: Lightning's fit loop vs a plain PyTorch loop (same net, batches, Adam)."""
+def overhead(steps: int = 40, warmup: int = 5, repeats: int = 2) -> dict:
+    """Seconds per training step: Lightning's fit loop vs a plain PyTorch loop (same net, batches, Adam).
+
+    The two alternate ``repeats`` times (A B A B) so that a change of machine load hits both.
+    """
     import lightning as L
     import yaml
 
@@ -101,47 +119,53 @@ def overhead(steps: int = 40, warmup: int = 5) -> dict:
     from framework.generative.diffusion import Diffusion
 
     init = yaml.safe_load(open(ROOT / RECIPE))["model"]["init_args"]
-    net_args, lr = init["net_args"], init["optimizer"]["init_args"]["lr"]
+    net, net_args, lr = init["net"], init["net_args"], init["optimizer"]["init_args"]["lr"]
     data = framework.build("data", "digits", batch_size=128)
     data.setup("fit")
 
-    def batches():
-        while True:
-            yield from data.train_dataloader()
-
-    # Plain PyTorch: the same module's loss, Adam, zero_grad/backward/step.
-    torch.manual_seed(0)
-    model = Diffusion(net=init["net"], net_args=net_args)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    it = batches()
-    for i in range(warmup + steps):
-        if i == warmup:
-            start = time.perf_counter()
-        x, y = next(it)
-        loss = model.loss(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    plain = (time.perf_counter() - start) / steps
+    def plain_loop() -> float:
+        torch.manual_seed(0)
+        model = Diffusion(net=net, net_args=net_args)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        done = 0
+        while done < warmup + steps:
+            for x, y in data.train_dataloader():
+                if done == warmup:
+                    start = time.perf_counter()
+                if done == warmup + steps:
+                    break
+                loss = model.loss(x, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                done += 1
+        return (time.perf_counter() - start) / steps
 
     class StepTimer(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            if trainer.global_step == warmup:
+            if trainer.global_step == warmup and not hasattr(self, "start"):
                 self.start = time.perf_counter()
 
         def on_train_end(self, trainer, module):
             self.per_step = (time.perf_counter() - self.start) / steps
 
-    torch.manual_seed(0)
-    model = Diffusion(net=init["net"], net_args=net_args, optimizer=lambda p: torch.optim.Adam(p, lr=lr))
-    timer = StepTimer()
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
-    )
-    trainer.fit(model, data)
-    return {"plain_s_per_step": round(plain, 4), "lightning_s_per_step": round(timer.per_step, 4),
-            "ratio": round(timer.per_step / plain, 3), "steps": steps, "batch_size": 128}  # fmt: skip
+    def lightning_loop() -> float:
+        torch.manual_seed(0)
+        model = Diffusion(net=net, net_args=net_args, optimizer=lambda p: torch.optim.Adam(p, lr=lr))
+        timer = StepTimer()
+        trainer = L.Trainer(
+            accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
+        )
+        trainer.fit(model, data)
+        return timer.per_step
+
+    plain, lightning = [], []
+    for _ in range(repeats):
+        plain.append(plain_loop())
+        lightning.append(lightning_loop())
+    return {"plain_s_per_step": [round(v, 4) for v in plain], "lightning_s_per_step": [round(v, 4) for v in lightning],
+            "ratio": round(sum(lightning) / sum(plain), 3), "steps": steps, "batch_size": 128}  # fmt: skip
 
 
 def main() -> None:
@@ -154,6 +178,7 @@ def main() -> None:
     parser.add_argument("--skip-train", action="store_true", help="reuse the last checkpoint in --workdir")
     parser.add_argument("--nll-count", type=int, default=0, help="test digits scored in bits/dim (0: skip)")
     parser.add_argument("--no-overhead", action="store_true")
+    parser.add_argument("--classifier-guidance", action="store_true", help="train a noisy_classifier (3 min box) and guide with it")
     parser.add_argument("--out", default=None)
     parser.add_argument("overrides", nargs="*", help="extra `lightning fit` arguments")
     args = parser.parse_args()
@@ -170,6 +195,18 @@ def main() -> None:
         ckpt, result["train_s"] = fit(work, args.max_time, args.threads, *args.overrides)
     result["checkpoint_global_step"] = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
     result["samplers"] = score_samplers(ckpt, evaluator, args.per_class, args.guidance_scale)
+    if args.classifier_guidance:
+        clf_root = work / "noisy_classifier"
+        if args.skip_train and list(clf_root.rglob("*.ckpt")):
+            clf = sorted(clf_root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)[-1]
+        else:
+            clf, result["classifier_train_s"] = fit(
+                clf_root, "00:00:03:00", args.threads, "--trainer.enable_progress_bar=false",
+                recipe="recipes/noisy_classifier_digits.yaml",
+            )
+        result["classifier_guided"] = score_samplers(
+            ckpt, evaluator, args.per_class, None, CLASSIFIER_GUIDED, guidance_classifier=clf
+        )
     if args.nll_count:
         result["bpd"] = score_bits_per_dim(ckpt, args.nll_count)
         print("bits/dim", json.dumps(result["bpd"]), flush=True)
