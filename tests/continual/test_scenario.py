@@ -114,3 +114,34 @@ def test_features_are_taken_on_clean_images():
     s.dataset.train_dataset.transform = lambda x: x + 100.0  # stands for a random augmentation
     assert float(s.train_data(0)[0][0][1]) >= 100.0
     assert float(s.subset("train", torch.tensor([0]), augment=False)[0][0][1]) < 100.0
+
+
+class Files(torch.utils.data.Dataset):
+    """An ImageFolder-like dataset: ``samples`` of (path, label)."""
+
+    def __init__(self, n_classes=4, per_class=3):
+        self.samples = [(f"/data/CUB/images/{c:03d}/img_{c}_{i}.jpg", c) for c in range(n_classes) for i in range(per_class)]
+        self.targets = [c for _, c in self.samples]
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return torch.tensor([float(i)]), self.targets[i]
+
+
+def test_few_shot_index_files_with_image_paths(tmp_path):
+    data = Toy(num_classes=4, per_class=3)
+    data.setup = lambda stage=None: None
+    data.train_dataset = data.val_dataset = data.test_dataset = Files()
+    (tmp_path / "session_1.txt").write_text("CUB/images/000/img_0_0.jpg\nCUB/images/000/img_0_1.jpg\nCUB/images/002/img_2_2.jpg\n")
+    (tmp_path / "session_2.txt").write_text("CUB/images/003/img_3_1.jpg\n")
+    s = FewShotIncremental(data, base_classes=1, ways=1, shots=1, index_dir=str(tmp_path))
+    s.setup("fit")
+    assert s._session_indices[0].tolist() == [0, 1, 8] and s._session_indices[1].tolist() == [10]
+    assert s.class_order[:3] == [0, 2, 3] and s.step_sizes == [2, 1]
+    x, y = s.train_data(1)[0]
+    assert float(x[0]) == 10.0 and int(y) == 2
+    (tmp_path / "session_2.txt").write_text("CUB/images/009/missing.jpg\n")
+    with pytest.raises(ConfigError, match="missing.jpg"):
+        FewShotIncremental(data, base_classes=1, ways=1, shots=1, index_dir=str(tmp_path)).setup("fit")
