@@ -19,6 +19,7 @@ from framework.building import create
 # Smaller than the defaults where the defaults are paper-sized; the point is to run each net.
 OVERRIDES = {
     "open_clip": None,  # needs a weights file or a hub download: built from a local file in tests/continual/test_nets.py
+    "gan_discriminator": None,  # built from a trained GAN checkpoint in tests/gan
     "dit": {"hidden_size": 32, "depth": 1, "num_heads": 2},
     "unet": {"channels": 16},
     "sn_resnet_generator": {"channels": 8, "latent_dim": 16},
