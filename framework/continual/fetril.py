@@ -39,6 +39,8 @@ class FeTrIL(ContinualModule):
         distance: ``euclidean`` (paper) or ``cosine`` (PyCIL) between class means.
         svm_c: The SVM's regularisation C.
         svm_tol: The SVM's stopping tolerance.
+        svm_jobs: Processes fitting the one-vs-rest problems in parallel (the official code uses a
+            pool; -1: every core). The result is the same as with one.
         epochs: Epochs of the linear classifier at each later step (``classifier: linear``).
         optimizer: Optimizer of the linear classifier at later steps.
         **kwargs: The arguments of :class:`~framework.continual.base.ContinualModule`.
@@ -50,6 +52,7 @@ class FeTrIL(ContinualModule):
         distance: str = "euclidean",
         svm_c: float = 1.0,
         svm_tol: float = 1e-4,
+        svm_jobs: int = 1,
         epochs: int = 50,
         optimizer: OptimizerCallable = lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4),
         **kwargs: Any,
@@ -62,6 +65,7 @@ class FeTrIL(ContinualModule):
         if classifier == "svm" and self.head.bias is None:
             raise ConfigError("fetril's svm classifier needs head_bias: true (the SVM has an intercept)")
         self.classifier, self.distance, self.svm_c, self.svm_tol = classifier, distance, svm_c, svm_tol
+        self.svm_jobs = svm_jobs
         # Class means of real features, kept from the step that introduced each class.
         self.register_buffer("means", torch.zeros(self.num_classes, self.num_features))
         self._step_features: tuple[Tensor, Tensor] | None = None
@@ -116,14 +120,22 @@ class FeTrIL(ContinualModule):
 
     def fit_svm(self, features: Tensor, labels: Tensor) -> None:
         """One-vs-rest linear SVM on L2-normalised features, copied into the head's rows."""
+        from sklearn.multiclass import OneVsRestClassifier
         from sklearn.svm import LinearSVC
 
         svm = LinearSVC(penalty="l2", dual=False, C=self.svm_c, tol=self.svm_tol, multi_class="ovr", fit_intercept=True)
-        svm.fit(F.normalize(features, dim=1).numpy(), labels.numpy())
-        coef, intercept = svm.coef_, svm.intercept_
-        if len(svm.classes_) == 2:  # binary: one hyperplane, decision > 0 means classes_[1]
+        x, y = F.normalize(features, dim=1).numpy(), labels.numpy()
+        if self.svm_jobs == 1:
+            svm.fit(x, y)
+            classes, coef, intercept = svm.classes_, svm.coef_, svm.intercept_
+        else:  # the same binary problems, one per class, fitted by a pool
+            ovr = OneVsRestClassifier(svm, n_jobs=self.svm_jobs).fit(x, y)
+            classes = ovr.classes_
+            coef = np.concatenate([e.coef_ for e in ovr.estimators_])
+            intercept = np.concatenate([e.intercept_ for e in ovr.estimators_])
+        if len(classes) == 2:  # binary: one hyperplane, decision > 0 means classes[1]
             coef, intercept = np.concatenate([-coef, coef]), np.concatenate([-intercept, intercept])
-        rows = torch.as_tensor(svm.classes_, dtype=torch.long)
+        rows = torch.as_tensor(classes, dtype=torch.long)
         with torch.no_grad():
             self.head.weight[rows] = torch.as_tensor(coef, dtype=self.head.weight.dtype, device=self.device)
             self.head.bias[rows] = torch.as_tensor(intercept, dtype=self.head.bias.dtype, device=self.device)

@@ -176,3 +176,24 @@ def test_wa_align_and_clip_on_fixed_rows():
     assert torch.equal(pycil.head.weight, w)  # no clipping
     l2 = w.norm(dim=1)
     assert pycil.align_weights(2, 4) == pytest.approx(float(l2[:2].mean() / l2[2:].mean()))
+
+
+@pytest.mark.parametrize("num_classes", [2, 5])
+def test_fetril_svm_rows_reproduce_sklearn_and_the_pool_gives_the_same(num_classes):
+    from sklearn.svm import LinearSVC
+
+    torch.manual_seed(0)
+    x = torch.randn(60, 8) + torch.arange(60).remainder(num_classes).unsqueeze(1).float()
+    y = torch.arange(60).remainder(num_classes)
+    model = FeTrIL(num_classes=num_classes, data_shape=(1, 8, 8), net="mlp", net_args={"hidden": [8]})
+    model.fit_svm(x, y)
+    xn = torch.nn.functional.normalize(x, dim=1)
+    ref = LinearSVC(dual=False, C=1.0, tol=1e-4).fit(xn.numpy(), y.numpy())
+    ours = model.head(xn).argmax(1)
+    assert torch.equal(ours, torch.as_tensor(ref.predict(xn.numpy())))
+    if num_classes == 2:
+        return  # the pool (process start-up: seconds) is checked once, on the multi-class case
+    single = model.head.weight.detach().clone()
+    pooled = FeTrIL(num_classes=num_classes, data_shape=(1, 8, 8), net="mlp", net_args={"hidden": [8]}, svm_jobs=2)
+    pooled.fit_svm(x, y)
+    assert torch.allclose(pooled.head.weight, single, atol=1e-6)
