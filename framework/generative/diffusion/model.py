@@ -213,7 +213,7 @@ class Diffusion(GenerativeModule):
         schedule: str | None = None,
         guidance: str | None = None,
         guidance_scale: float | None = None,
-        dtype: torch.dtype = torch.float64,
+        dtype: torch.dtype | str = torch.float64,
         **sampler_options: Any,
     ) -> Tensor:
         """Samples for ``labels``; sample i depends only on ``seeds[i]``, ``labels[i]`` and the options.
@@ -226,12 +226,15 @@ class Diffusion(GenerativeModule):
             schedule: ``karras`` or ``time`` (default: the model's, else the formulation's).
             guidance: ``cfg``, ``classifier``, ``cfg+classifier`` or ``none`` (default: the model's).
             guidance_scale: The rule's scale (default: the model's ``guidance_scale``).
-            dtype: Dtype of the sampler state (EDM keeps it in float64; the net runs in its own).
+            dtype: Dtype of the sampler state, or its name (EDM keeps it in float64; the net
+                runs in its own).
             **sampler_options: The sampler's options (``eta``, ``churn``, ``snr``, ``solver``, ...).
 
         Returns:
             Samples (B, *data_shape) in float32; ``self.last_nfe`` holds the NFE used.
         """
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype.removeprefix("torch."))
         opts = dict(self.sample_defaults)
         default_sampler, default_steps, default_schedule = opts.pop("sampler"), opts.pop("steps"), opts.pop("schedule")
         if sampler and sampler != default_sampler:
