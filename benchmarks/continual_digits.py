@@ -52,13 +52,17 @@ def run(recipe: str, seed: int, model_overrides: dict, data_recipe: str | None) 
         with open(path, "w") as f:
             yaml.safe_dump(config, f)
         start = time.perf_counter()
-        cli = run_cli(["fit", "--config", path, "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+        run_cli(["fit", "--config", path, "--trainer.logger=false", "--trainer.enable_checkpointing=false",
                        "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp}"])
         seconds = time.perf_counter() - start
         with open(os.path.join(tmp, "metrics.json")) as f:
             metrics = json.load(f)
     metrics["wall_seconds"] = seconds
     return metrics
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return statistics.mean(r[key] for r in rows)
 
 
 def main() -> None:
@@ -84,12 +88,11 @@ def main() -> None:
     for entry in RUNS:
         rows = [r for r in results if r["method"] == entry[0]]
         steps = [statistics.mean(r["accuracy"][s] for r in rows) for s in range(len(rows[0]["accuracy"]))]
-        mean = lambda key: statistics.mean(r[key] for r in rows)  # noqa: E731
-        spread = lambda key: (statistics.stdev(r[key] for r in rows) if len(rows) > 1 else 0.0)  # noqa: E731
+        aia = [r["average_incremental_accuracy"] for r in rows]
+        spread = statistics.stdev(aia) if len(aia) > 1 else 0.0
         print(
-            f"| {entry[0]} | {' / '.join(f'{a:.1f}' for a in steps)} | {mean('average_incremental_accuracy'):.2f}"
-            f" ± {spread('average_incremental_accuracy'):.2f} | {mean('last_accuracy'):.2f} | {mean('forgetting'):.2f}"
-            f" | {mean('wall_seconds'):.1f} |"
+            f"| {entry[0]} | {' / '.join(f'{a:.1f}' for a in steps)} | {statistics.mean(aia):.2f} ± {spread:.2f}"
+            f" | {_mean(rows, 'last_accuracy'):.2f} | {_mean(rows, 'forgetting'):.2f} | {_mean(rows, 'wall_seconds'):.1f} |"
         )
 
 

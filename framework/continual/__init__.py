@@ -8,19 +8,23 @@ Importing this package registers the scenarios (kind ``data``: ``class_increment
 from framework.continual.base import ContinualModule
 from framework.continual.baselines import NCM, Finetune, Joint
 from framework.continual.fetril import FeTrIL
-from framework.continual.scenario import ClassIncremental, FewShotIncremental, IncrementalScenario
+from framework.continual.scenario import (
+    ClassIncremental,
+    FewShotIncremental,
+    IncrementalScenario,
+)
 from framework.continual.teen import TEEN
 from framework.continual.wa import WA
 
 __all__ = [
-    "ContinualModule",
-    "ClassIncremental",
-    "FewShotIncremental",
-    "IncrementalScenario",
-    "Finetune",
-    "Joint",
     "NCM",
-    "FeTrIL",
-    "WA",
     "TEEN",
+    "WA",
+    "ClassIncremental",
+    "ContinualModule",
+    "FeTrIL",
+    "FewShotIncremental",
+    "Finetune",
+    "IncrementalScenario",
+    "Joint",
 ]

@@ -195,7 +195,7 @@ class ContinualModule(ClasszooModule):
         else:
             optimizer, scheduler = self.optimizer, self.scheduler
         if scheduler is None:
-            scheduler = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)  # noqa: E731
+            scheduler = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         return configure_optimizer(params, optimizer, scheduler)
 
     def on_fit_start(self) -> None:

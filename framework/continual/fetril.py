@@ -12,7 +12,11 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from framework.continual.base import ContinualModule
-from framework.continual.functional import class_means, nearest_new_class, pseudo_features
+from framework.continual.functional import (
+    class_means,
+    nearest_new_class,
+    pseudo_features,
+)
 from framework.continual.scenario import IncrementalScenario
 from framework.data.base import InMemoryDataset
 from framework.errors import ConfigError

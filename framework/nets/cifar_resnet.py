@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from framework.nets.backbones import require_image_shape
 from framework.errors import ConfigError
+from framework.nets.backbones import require_image_shape
 from registry import register
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from framework.continual import FeTrIL, ContinualModule
+from framework.continual import ContinualModule, FeTrIL
 from framework.continual.scenario import ClassIncremental, FewShotIncremental
 from framework.data.digits import DigitsDataModule
 from framework.errors import ConfigError
@@ -120,7 +120,7 @@ def test_fetril_linear_resumes_at_the_same_step(tmp_path):
     # epoch index 4 ends step 1 (3 base epochs + 2): resume at the start of step 2
     for ckpt, step, remaining in [("epoch=4.ckpt", 2, 4), ("epoch=5.ckpt", 2, 3)]:
         CountEpochs.epochs = 0
-        model, trainer = run("fetril", cil(), tmp_path / ckpt, callbacks=[CountEpochs()], ckpt_path=tmp_path / "ck" / ckpt,
+        model, _ = run("fetril", cil(), tmp_path / ckpt, callbacks=[CountEpochs()], ckpt_path=tmp_path / "ck" / ckpt,
                              classifier="linear", base_epochs=3, epochs=2)
         assert CountEpochs.epochs == remaining
         assert model.done and len(model.correct) == 4

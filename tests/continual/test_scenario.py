@@ -5,7 +5,11 @@ import json
 import pytest
 import torch
 
-from framework.continual.scenario import ClassIncremental, FewShotIncremental, class_order_from_seed
+from framework.continual.scenario import (
+    ClassIncremental,
+    FewShotIncremental,
+    class_order_from_seed,
+)
 from framework.data.base import ClasszooDataModule, InMemoryDataset
 from framework.data.digits import DigitsDataModule
 from framework.errors import ConfigError
@@ -92,7 +96,7 @@ def test_few_shot_support_sets_are_seeded_saved_and_reloaded(tmp_path):
 
 def test_few_shot_reads_cec_index_files(tmp_path):
     # CEC layout: session_1 = base training samples (indices), session_k = support set of session k-1.
-    (tmp_path / "session_1.txt").write_text("\n".join(str(i) for i in range(0, 24)) + "\n")  # classes 0-2
+    (tmp_path / "session_1.txt").write_text("\n".join(str(i) for i in range(24)) + "\n")  # classes 0-2
     (tmp_path / "session_2.txt").write_text("72\n73\n64\n65\n")  # classes 9 and 8
     s = FewShotIncremental(Toy(), base_classes=1, ways=1, shots=1, index_dir=str(tmp_path))
     s.setup("fit")
