@@ -97,6 +97,25 @@ def test_dpmpp_2m_equals_diffusers_multistep(gaussian):
     torch.testing.assert_close(ours.x, x, rtol=1e-6, atol=1e-6)
 
 
+def test_edm_heun_equals_diffusers_heun_with_karras_sigmas(gaussian):
+    from diffusers import HeunDiscreteScheduler
+
+    sched = HeunDiscreteScheduler(num_train_timesteps=1000, use_karras_sigmas=True)
+    sched.set_timesteps(10)
+    sched.sigmas = sched.sigmas.to(torch.float64)  # diffusers' arithmetic in float64 too
+    x0 = torch.randn(16, gaussian.d, dtype=torch.float64) * sched.init_noise_sigma
+    x = x0.clone()
+    for i, t in enumerate(sched.timesteps):  # every sigma twice (Heun's two stages), except the ends
+        sigma = sched.sigmas[i]
+        x_hat = sched.scale_model_input(x, t) * (sigma**2 + 1).sqrt()
+        eps = (x_hat - gaussian.denoise(x_hat, sigma.view(1))) / sigma
+        x = sched.step(eps, t, x).prev_sample
+    sigmas = torch.unique_consecutive(sched.sigmas)
+    ours = sample("edm_heun", Denoiser(gaussian.denoise, VP()), x0, sigmas)
+    torch.testing.assert_close(ours.x, x, rtol=1e-10, atol=1e-10)
+    assert ours.nfe == len(sched.timesteps) == 19
+
+
 def test_edm_heun_equals_algorithm_2(gaussian):
     """EDM Algorithm 2 written out independently, with churn and a shared noise stream."""
     n, s_churn, s_tmin, s_tmax, s_noise = 18, 40.0, 0.05, 50.0, 1.003
