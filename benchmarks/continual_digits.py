@@ -78,7 +78,7 @@ def main() -> None:
         data_recipe = entry[3] if len(entry) > 3 else None
         for seed in args.seeds:
             metrics = run(recipe, seed, overrides, data_recipe)
-            results.append({"method": label, "seed": seed, **metrics})
+            results.append({**metrics, "method": label, "seed": seed})
             print(f"{label} seed {seed}: AIA {metrics['average_incremental_accuracy']:.2f}", file=sys.stderr)
     if args.out:
         with open(args.out, "w") as f:
