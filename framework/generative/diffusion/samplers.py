@@ -245,12 +245,12 @@ def pc(
     x = x * f.scale(ts[0])
     for i, t in enumerate(ts):
         last = i == len(ts) - 1
-        t_next = ts[i + 1] if not last else None
-        dt = (t - t_next) if not last else (ts[i - 1] - t if i > 0 else t)
+        # The last level has no successor: its corrector reuses the previous step's size.
+        dt = (t - ts[i + 1]) if not last else (ts[i - 1] - t if i > 0 else t)
         for _ in range(corrector_steps):
             x = _langevin_step(model, x, t, f.langevin_alpha(t, t - dt), snr, step_rule, noise)
         if not last:
-            x = _reverse_diffusion_step(model, x, t, t_next, noise)
+            x = _reverse_diffusion_step(model, x, t, ts[i + 1], noise)
     return _finish(model, x, ts[-1])
 
 
