@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -298,23 +300,14 @@ class FlowMatching(GenerativeModule):
         )
 
 
-class _fork_rng:
-    """Run a block with the torch and NumPy RNGs seeded, then restore them."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def __enter__(self) -> None:
-        import numpy as np
-
-        self.np_state = np.random.get_state()
-        self.fork = torch.random.fork_rng()
-        self.fork.__enter__()
-        torch.manual_seed(self.seed)
-        np.random.seed(self.seed)
-
-    def __exit__(self, *exc: Any) -> None:
-        import numpy as np
-
-        self.fork.__exit__(*exc)
-        np.random.set_state(self.np_state)
+@contextmanager
+def _fork_rng(seed: int) -> Iterator[None]:
+    """Run a block with torch's and NumPy's global RNGs seeded, then restore them."""
+    np_state = np.random.get_state()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
