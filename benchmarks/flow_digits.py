@@ -3,7 +3,7 @@
 1. trains ``recipes/flow_digits.yaml`` (the 1-rectified flow; the wall time is the CPU cost);
 2. trains ``recipes/reflow_digits.yaml`` on pairs the first model generates (2-rectified flow);
 3. for each model, generates ``--per-class`` samples per class with Euler at 1, 2, 4, 8, 20
-   NFE, Heun at 20 NFE (10 steps) and adaptive dopri5, and scores them with
+   NFE, midpoint and Heun at 20 NFE (10 steps) and adaptive dopri5, and scores them with
    ``benchmarks/eval_generated.py`` (evaluator accuracy; Fréchet distance to the test split
    over the real train/test distance).
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -29,19 +30,31 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from eval_generated import ensure_evaluator, evaluate_samples  # noqa: E402
 
-SETTINGS = [("euler", 1), ("euler", 2), ("euler", 4), ("euler", 8), ("euler", 20), ("heun", 10), ("dopri5", None)]
+SETTINGS = [
+    ("euler", 1), ("euler", 2), ("euler", 4), ("euler", 8), ("euler", 20), ("midpoint", 10), ("heun", 10), ("dopri5", None),
+]  # fmt: skip
 
 
-def fit(recipe: str, root: Path, *overrides: str) -> tuple[Path, float]:
-    """Run ``lightning fit`` on a recipe; the last checkpoint it wrote and the wall time."""
+def fit(recipe: str, work: Path) -> tuple[Path, dict]:
+    """Run ``lightning fit`` on a recipe inside ``work``; its checkpoint and the time it took.
+
+    The digits recipes write ``outputs/<name>/<name>.ckpt`` relative to the working directory
+    (and reflow_digits reads the teacher there), so both runs share ``work``.
+    """
+    name = Path(recipe).stem
     command = [sys.executable, "-m", "framework", "fit", "--config", str(ROOT / recipe),
-               f"--trainer.default_root_dir={root}", *overrides]  # fmt: skip
-    print("$", " ".join(command), flush=True)
+               "--trainer.enable_progress_bar=false"]  # fmt: skip
+    print("$", " ".join(command), f"(in {work})", flush=True)
+    work.mkdir(parents=True, exist_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    seconds = time.perf_counter() - start
-    checkpoints = sorted(root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    return checkpoints[-1], seconds
+    subprocess.run(command, check=True, cwd=work, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cost = {
+        "wall_s": round(time.perf_counter() - start, 1),
+        "cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 1),
+    }
+    return work / "outputs" / name / f"{name}.ckpt", cost
 
 
 def curve(checkpoint: Path, evaluator: Path, per_class: int, guidance_scale: float | None) -> list[dict]:
@@ -102,25 +115,22 @@ def main() -> None:
     work = Path(args.workdir)
     evaluator = ensure_evaluator()
 
-    result: dict = {"args": vars(args), "machine": os.uname().nodename, "torch_threads": 1}
-    teacher_root, student_root = work / "flow", work / "reflow"
+    result: dict = {"args": vars(args), "torch_threads": 1}
     if args.skip_train:
-        teacher = sorted(teacher_root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)[-1]
+        teacher = work / "outputs" / "flow_digits" / "flow_digits.ckpt"
     else:
-        teacher, result["flow_train_s"] = fit("recipes/flow_digits.yaml", teacher_root)
+        teacher, result["flow_train"] = fit("recipes/flow_digits.yaml", work)
     result["flow"] = curve(teacher, evaluator, args.per_class, args.guidance_scale)
     if args.nll_count:
         result["flow_bpd"] = score_bits_per_dim(teacher, args.nll_count)
         print("bits/dim", json.dumps(result["flow_bpd"]), flush=True)
     if not args.no_reflow:
         if args.skip_train:
-            student = sorted(student_root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)[-1]
+            student = work / "outputs" / "reflow_digits" / "reflow_digits.ckpt"
         else:
-            student, result["reflow_train_s"] = fit(
-                "recipes/reflow_digits.yaml", student_root,
-                f"--data.init_args.checkpoint={teacher}", f"--model.init_args.init_checkpoint={teacher}",
-                f"--data.init_args.cache={work / 'reflow_pairs.npz'}",
-            )  # fmt: skip
+            # Includes generating the teacher's pairs; a cache from an earlier teacher is stale.
+            (work / "outputs" / "reflow_digits" / "pairs.npz").unlink(missing_ok=True)
+            student, result["reflow_train"] = fit("recipes/reflow_digits.yaml", work)
         result["reflow"] = curve(student, evaluator, args.per_class, args.guidance_scale)
     if args.out:
         with open(args.out, "w") as f:
