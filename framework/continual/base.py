@@ -185,6 +185,16 @@ class ContinualModule(ClasszooModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """``lightning test``: accuracy (%) on the test samples of the classes seen so far."""
+        x, y = batch
+        seen = self.scenario.seen_classes(self.step)
+        keep = y < seen
+        if bool(keep.any()):
+            preds = self.classify(x[keep])[:, :seen].argmax(1)
+            accuracy = 100.0 * (preds == y[keep]).float().mean()
+            self.log("test/accuracy", accuracy, batch_size=int(keep.sum()), sync_dist=True)
+
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
         epochs = max(1, self.step_epochs(self.step))

@@ -197,3 +197,9 @@ def test_fetril_svm_rows_reproduce_sklearn_and_the_pool_gives_the_same(num_class
     pooled = FeTrIL(num_classes=num_classes, data_shape=(1, 8, 8), net="mlp", net_args={"hidden": [8]}, svm_jobs=2)
     pooled.fit_svm(x, y)
     assert torch.allclose(pooled.head.weight, single, atol=1e-6)
+
+
+def test_lightning_test_scores_the_seen_classes(runs):
+    model, trainer = runs["fetril"]
+    out = trainer.test(model, datamodule=trainer.datamodule, verbose=False)
+    assert out[0]["test/accuracy"] == pytest.approx(model.results()["last_accuracy"], abs=1e-3)
