@@ -1,10 +1,10 @@
 """ADC-GAN against AC-GAN, TAC-GAN and the projection discriminator on 8x8 digits, side by side.
 
-    OMP_NUM_THREADS=1 python benchmarks/gan_digits.py [--methods adc ac tac projection] [--max_steps 3000]
+    OMP_NUM_THREADS=1 python benchmarks/gan_digits.py [--methods adc ac tac projection] [--seeds 0 1 2] [--max_steps 3000]
 
 Each method runs ``recipes/adcgan_digits.yaml`` through the CLI with only
 ``model.init_args.conditioning`` changed (same seed, nets, optimiser and number of steps), in
-its own folder ``outputs/gan_digits/<method>``; then ``lightning sample`` draws 100 samples per
+its own folder ``outputs/gan_digits/<method>/seed<s>``; then ``lightning sample`` draws 100 samples per
 class from the EMA generator, and ``benchmarks/eval_generated.py`` scores them with the
 evaluator classifier (accuracy and Fréchet distance in its feature space, against the real
 train/test distance). It also reports the discriminator's own accuracy as a classifier of the
@@ -58,14 +58,14 @@ def discriminator_test_accuracy(checkpoint: Path) -> float | None:
     return correct / total
 
 
-def run_method(method: str, out: Path, max_steps: int, recipe: Path, evaluator: Path, extra: list[str]) -> dict:
+def run_method(method: str, seed: int, out: Path, max_steps: int, recipe: Path, evaluator: Path, extra: list[str]) -> dict:
     from framework.cli import main as cli
 
     out.mkdir(parents=True, exist_ok=True)
     cwd = os.getcwd()
     os.chdir(out)  # the recipe's ModelCheckpoint writes outputs/adcgan_digits/adcgan_digits.ckpt here
     try:
-        args = ["fit", "--config", str(recipe), f"--model.init_args.conditioning={method}",
+        args = ["fit", "--config", str(recipe), f"--model.init_args.conditioning={method}", f"--seed_everything={seed}",
                 f"--trainer.max_steps={max_steps}", "--trainer.enable_progress_bar=false",
                 "--trainer.enable_model_summary=false", *extra]  # fmt: skip
         wall, cpu = time.perf_counter(), _cpu_seconds()
@@ -81,6 +81,7 @@ def run_method(method: str, out: Path, max_steps: int, recipe: Path, evaluator: 
     scores = evaluate_samples(out / "samples", evaluator, verbose=False)
     return {
         "method": method,
+        "seed": seed,
         "train_wall_s": wall,
         "train_cpu_s": cpu,
         "evaluator_accuracy": scores["accuracy"],
@@ -93,18 +94,32 @@ def run_method(method: str, out: Path, max_steps: int, recipe: Path, evaluator: 
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| method | evaluator acc. on samples | FD (test) | FD ratio (/ real train-test) | D acc. on real test | train wall s | train CPU s |",
+    """Mean and (min-max) over the seeds of each method, as a Markdown table."""
+    lines = ["| method | seeds | evaluator acc. on samples | FD (test) | FD ratio (/ real train-test) | D acc. on real test | mean train CPU s (wall s) |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in rows:
-        d_acc = "n/a (no classifier)" if r["d_test_accuracy"] is None else f"{100 * r['d_test_accuracy']:.1f}%"
-        lines.append(f"| {r['method']} | {100 * r['evaluator_accuracy']:.1f}% | {r['fd_test']:.3f} | {r['fd_ratio']:.2f} | "
-                     f"{d_acc} | {r['train_wall_s']:.0f} | {r['train_cpu_s']:.0f} |")  # fmt: skip
+
+    def cell(values: list[float], scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
+        values = [scale * v for v in values]
+        mean = sum(values) / len(values)
+        spread = f" ({min(values):.{digits}f}-{max(values):.{digits}f})" if len(values) > 1 else ""
+        return f"{mean:.{digits}f}{unit}{spread}"
+
+    for method in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == method]
+        d_acc = [r["d_test_accuracy"] for r in rs if r["d_test_accuracy"] is not None]
+        lines.append(
+            f"| {method} | {len(rs)} | {cell([r['evaluator_accuracy'] for r in rs], 100, 1, '%')} | "
+            f"{cell([r['fd_test'] for r in rs], 1, 3)} | {cell([r['fd_ratio'] for r in rs], 1, 2)} | "
+            f"{cell(d_acc, 100, 1, '%') if d_acc else 'n/a (no classifier)'} | "
+            f"{sum(r['train_cpu_s'] for r in rs) / len(rs):.0f} ({sum(r['train_wall_s'] for r in rs) / len(rs):.0f}) |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=["adc", "ac", "tac", "projection"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seed_everything values; each method runs once per seed")
     parser.add_argument("--max_steps", type=int, default=3000, help="optimizer steps (D + G) per method")
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "adcgan_digits.yaml"))
     parser.add_argument("--output", default=str(ROOT / "outputs" / "gan_digits"))
@@ -113,9 +128,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     evaluator = ensure_evaluator()
     rows = []
-    for method in args.methods:
-        rows.append(run_method(method, Path(args.output) / method.replace("+", "_"), args.max_steps, Path(args.recipe), evaluator, args.extra))
-        print(json.dumps(rows[-1]), flush=True)
+    for seed in args.seeds:
+        for method in args.methods:
+            out = Path(args.output) / method.replace("+", "_") / f"seed{seed}"
+            rows.append(run_method(method, seed, out, args.max_steps, Path(args.recipe), evaluator, args.extra))
+            print(json.dumps(rows[-1]), flush=True)
     print(table(rows))
     print(f"fd_real (real train vs test) = {rows[0]['fd_real']:.3f}; evaluator on real test = "
           f"{100 * rows[0]['evaluator_real_accuracy']:.1f}%; torch threads = {torch.get_num_threads()}")  # fmt: skip
