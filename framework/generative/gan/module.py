@@ -56,7 +56,7 @@ class ADCGAN(GenerativeModule):
         g_lambda: Weight of the class-aware term in G's loss (reference ``G_lambda``).
         classifier_hinge: Multi-class hinge instead of cross-entropy (reference ``--hinge``).
         n_dis: Discriminator steps per generator step.
-        ema: Keep an exponential moving average of G; sampling and validation then use it.
+        ema: Keep an exponential moving average of G; everything that samples (``generate``) then uses it.
         ema_decay: EMA decay per G step.
         ema_start: G iteration from which the EMA averages; before it the EMA copies G.
         diffaugment: DiffAugment policy for every image D sees, e.g. ``"color,translation,cutout"``; "" for none.
