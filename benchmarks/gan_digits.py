@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from eval_generated import ensure_evaluator, evaluate_samples  # noqa: E402
+from eval_generated import ensure_evaluator, evaluate_samples
 
 
 def _cpu_seconds() -> float:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from eval_generated import ensure_evaluator, evaluate_samples  # noqa: E402
+from eval_generated import ensure_evaluator, evaluate_samples
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -20,6 +20,7 @@ Other resolutions keep the widths and change the number of (up/down)-sampling bl
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -307,7 +308,7 @@ class DCGANGenerator(_ClassConditionalGenerator):
         self.linear = nn.Linear(latent_dim, self.width * 16)
         widths = [channels * 2 ** (stages - i) for i in range(stages + 1)]
         self.norms = nn.ModuleList(ConditionalBatchNorm2d(wi, num_classes, shared_dim) for wi in widths)
-        self.ups = nn.ModuleList(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1) for a, b in zip(widths[:-1], widths[1:]))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1) for a, b in itertools.pairwise(widths))
         self.output_conv = nn.Conv2d(widths[-1], c, 3, padding=1)
         init_gan_weights_(self, init)
         if spectral_norm:

@@ -25,7 +25,7 @@ def test_hinge():
 
 
 def test_nonsaturating_is_logistic():
-    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    sig = lambda v: 1 / (1 + math.exp(-v))
     real, fake = L.nonsaturating_discriminator_loss(REAL, FAKE)
     assert real.item() == pytest.approx(sum(-math.log(sig(v)) for v in REAL.tolist()) / 3)
     assert fake.item() == pytest.approx(sum(-math.log(1 - sig(v)) for v in FAKE.tolist()) / 3)

@@ -21,10 +21,10 @@ def _data(n=24, k=3, seed=0):
 
 
 def _trainer(tmp_path, **kw):
-    opts = dict(
-        default_root_dir=tmp_path, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu", devices=1,
-    )
+    opts = {
+        "default_root_dir": tmp_path, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+        "enable_model_summary": False, "accelerator": "cpu", "devices": 1,
+    }
     return L.Trainer(**(opts | kw))
 
 

@@ -7,7 +7,10 @@ feature extractor; the nets live in
 """
 
 from framework.generative.gan import losses  # noqa: F401
-from framework.generative.gan.classifier import DiscriminatorClassifier, DiscriminatorFeatures
+from framework.generative.gan.classifier import (
+    DiscriminatorClassifier,
+    DiscriminatorFeatures,
+)
 from framework.generative.gan.module import ACGAN, ADCGAN, PDGAN, TACGAN
 
-__all__ = ["ADCGAN", "ACGAN", "TACGAN", "PDGAN", "DiscriminatorClassifier", "DiscriminatorFeatures"]
+__all__ = ["ACGAN", "ADCGAN", "PDGAN", "TACGAN", "DiscriminatorClassifier", "DiscriminatorFeatures"]

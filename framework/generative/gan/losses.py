@@ -24,12 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from registry import register
-
 
 
 # -- adversarial losses --------------------------------------------------------------------

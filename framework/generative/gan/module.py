@@ -15,7 +15,10 @@ import registry
 from framework.errors import ConfigError
 from framework.generative.base import GenerativeModule
 from framework.generative.gan.diffaugment import diff_augment, parse_policy
-from framework.generative.gan.discriminator import ConditionalDiscriminator, DiscriminatorOutput
+from framework.generative.gan.discriminator import (
+    ConditionalDiscriminator,
+    DiscriminatorOutput,
+)
 from framework.generative.gan.ema import ema_update_
 from framework.generative.noise import seeded_randn
 from registry import register
