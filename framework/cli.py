@@ -19,7 +19,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -152,8 +152,25 @@ def _make_cli_class():
             return commands
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            parser.add_argument(
+                "--torch_threads",
+                type=Optional[int],
+                default=None,
+                help="torch's intra-op threads (torch.set_num_threads); null keeps torch's default. "
+                "Small models on a few shared CPU cores run several times faster with 1 "
+                "(docs/benchmarks.md).",
+            )
             parser.link_arguments("data", "model.init_args.num_classes", compute_fn=_num_classes, apply_on="instantiate")
             parser.link_arguments("data", "model.init_args.data_shape", compute_fn=_data_shape, apply_on="instantiate")
+
+        def before_instantiate_classes(self) -> None:
+            threads = self._get(self.config, "torch_threads")
+            if threads is not None:
+                import torch
+
+                if threads < 1:
+                    raise ClasszooError(f"torch_threads must be >= 1, got {threads}")
+                torch.set_num_threads(threads)
 
         def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
             if config.get("logger") in (None, True):

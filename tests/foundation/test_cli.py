@@ -157,3 +157,14 @@ def test_commands_that_are_not_ours_go_to_lightning_sdk(tmp_path):
     assert proc.returncode == 0 and "sdk got ['login', '--x']" in proc.stdout
     proc = subprocess.run([sys.executable, "-c", code, "list", "model"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and "classifier" in proc.stdout
+
+
+def test_torch_threads_option_sets_torch_threads(in_tmp):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        run_cli(["fit", "--config", QUICKSTART, "--torch_threads", "2", *FAST])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
