@@ -43,12 +43,14 @@ def _class_name_index() -> dict[str, list[str]]:
 def resolve_class_path(value: str, kind: str | None) -> str:
     """Import path for a registry key, alias or registered class name; other values unchanged.
 
+    Nested values (``kind`` None) are looked up among models, DataModules and callbacks.
+
     With ``kind`` given (the top-level ``model``/``data``), a bare name that is none of these
     is an error naming the closest registered names.
     """
     if not isinstance(value, str) or "." in value:
         return value
-    for k in [kind] if kind else ["model", "data"]:
+    for k in [kind] if kind else ["model", "data", "callback"]:
         if (k, value) in registry.REGISTRY:
             return registry.entry(k, value).path
     paths = _class_name_index().get(value.lower(), [])

@@ -46,6 +46,8 @@ def test_resolve_config_rewrites_nested_class_paths():
         "trainer": {"callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint"}]},
     }
     out = resolve_config(config)
+    named = resolve_config({"trainer": {"callbacks": [{"class_path": "sample_grid"}]}})
+    assert named["trainer"]["callbacks"][0]["class_path"] == "framework.callbacks.sample_grid.SampleGrid"
     assert out["model"] == "framework.models.classifier.Classifier"
     assert out["data"]["class_path"] == "framework.data.digits.DigitsDataModule"
     assert out["data"]["init_args"]["inner"]["class_path"] == "framework.data.digits.DigitsDataModule"

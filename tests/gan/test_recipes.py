@@ -14,7 +14,7 @@ FAST = ["--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false", "--tr
 sys.path.insert(0, str(ROOT / "tests" / "data"))
 
 
-@pytest.mark.parametrize("recipe", ["adcgan_digits.yaml", "acgan_digits.yaml"])
+@pytest.mark.parametrize("recipe", ["adcgan_digits.yaml", "acgan_digits.yaml", "tacgan_digits.yaml", "pdgan_digits.yaml"])
 def test_digits_recipe_runs_one_step(recipe, in_tmp):
     assert main(["fit", "--config", str(RECIPES / recipe), *FAST]) == 0
 
