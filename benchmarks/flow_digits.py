@@ -54,6 +54,7 @@ def fit(recipe: str, work: Path) -> tuple[Path, dict]:
         "wall_s": round(time.perf_counter() - start, 1),
         "cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 1),
     }
+    print(name, "training cost", json.dumps(cost), flush=True)
     return work / "outputs" / name / f"{name}.ckpt", cost
 
 

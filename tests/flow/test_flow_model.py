@@ -14,7 +14,7 @@ import registry
 from framework.data.base import InMemoryDataset, batch_passthrough
 from framework.errors import ConfigError
 from framework.generative.flow.model import FlowMatching
-from framework.generative.flow.reflow import ReflowPairs
+from framework.generative.flow.reflow import ReflowPairs, load_flow
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _nets import TinyVelocityNet  # noqa: E402
@@ -176,12 +176,19 @@ def test_reflow_pairs_datamodule(tmp_path, monkeypatch):
     # closer to the teacher's samples than the teacher itself does.
     student = FlowMatching(3, (2,), net="tiny_velocity_test", init_checkpoint=str(ckpt),
                            optimizer=lambda p: torch.optim.Adam(p, lr=1e-3), label_dropout=0.0)
-    _trainer(max_epochs=15).fit(student, datamodule=data)
+    student_trainer = _trainer(max_epochs=15)
+    student_trainer.fit(student, datamodule=data)
     val_x1, val_y, val_x0 = data.val_dataset.x, data.val_dataset.y, data.val_dataset.x0
     student.eval()
     err_teacher = (teacher.solve(val_x0, val_y, solver="euler", steps=1).x - val_x1).pow(2).sum(1).mean()
     err_student = (student.solve(val_x0, val_y, solver="euler", steps=1).x - val_x1).pow(2).sum(1).mean()
     assert err_student < 0.5 * err_teacher, (err_student, err_teacher)
+    # The student's checkpoint reloads without the teacher it was initialised from.
+    student_trainer.save_checkpoint(tmp_path / "student.ckpt")
+    ckpt.unlink()
+    reloaded = load_flow(str(tmp_path / "student.ckpt"))
+    torch.testing.assert_close(reloaded.solve(val_x0, val_y, solver="euler", steps=1).x,
+                               student.solve(val_x0, val_y, solver="euler", steps=1).x)
 
 
 class _LinearClassifier(nn.Module):

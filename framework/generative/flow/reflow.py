@@ -34,7 +34,10 @@ def load_flow(checkpoint: str, map_location: str | torch.device = "cpu"):
         # The net was passed as a module (notebook use), so the checkpoint cannot name it.
         raise ConfigError(f"cannot rebuild a flow model from {checkpoint}: it does not name its net")
     try:
-        model = FlowMatching.load_from_checkpoint(checkpoint, map_location=map_location, weights_only=False)
+        # The weights come from the checkpoint: do not re-read the teacher it was initialised from.
+        model = FlowMatching.load_from_checkpoint(
+            checkpoint, map_location=map_location, weights_only=False, init_checkpoint=None
+        )
     except (TypeError, RegistryError) as err:  # another model's checkpoint
         raise ConfigError(f"cannot rebuild a flow model from {checkpoint}: {err}") from None
     return model.eval()
