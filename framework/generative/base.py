@@ -53,4 +53,7 @@ class GenerativeModule(ClasszooModule):
         # Guidance that differentiates a classifier enables grad itself (the `sample`
         # command runs predict with inference_mode off for that reason).
         images = self.generate(labels, sample_seeds(index, self.sample_seed), **self.sample_options)
-        return {"index": index.cpu(), "labels": labels.cpu(), "images": images.detach().float().clamp(-1, 1).cpu()}
+        images = images.detach().float()
+        if len(self.data_shape) == 3:  # images live in [-1, 1]; vector data (toy 2-D) has no such range
+            images = images.clamp(-1, 1)
+        return {"index": index.cpu(), "labels": labels.cpu(), "images": images.cpu()}
