@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from eval_generated import ensure_evaluator, evaluate_samples  # noqa: E402
+from eval_generated import ensure_evaluator, evaluate_samples
 
 RECIPE = "recipes/diffusion_digits.yaml"
 # (sampler, steps, options): NFE = 2 steps - 1 for edm_heun, steps for the one-evaluation samplers.
@@ -53,7 +53,7 @@ def fit(root: Path, max_time: str, threads: int, *overrides: str, recipe: str = 
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     seconds = time.perf_counter() - start
-    return sorted(root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)[-1], seconds
+    return max(root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime), seconds
 
 
 def score_samplers(
@@ -118,7 +118,7 @@ def overhead(steps: int = 40, warmup: int = 5, repeats: int = 2) -> dict:
     import framework
     from framework.generative.diffusion import Diffusion
 
-    init = yaml.safe_load(open(ROOT / RECIPE))["model"]["init_args"]
+    init = yaml.safe_load((ROOT / RECIPE).read_text())["model"]["init_args"]
     net, net_args, lr = init["net"], init["net_args"], init["optimizer"]["init_args"]["lr"]
     data = framework.build("data", "digits", batch_size=128)
     data.setup("fit")
@@ -190,7 +190,7 @@ def main() -> None:
     result: dict = {"args": vars(args), "machine": os.uname().nodename, "torch_threads": args.threads,
                     "load_average_at_start": os.getloadavg()}  # fmt: skip
     if args.skip_train:
-        ckpt = sorted(work.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)[-1]
+        ckpt = max(work.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     else:
         ckpt, result["train_s"] = fit(work, args.max_time, args.threads, *args.overrides)
     result["checkpoint_global_step"] = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
@@ -198,7 +198,7 @@ def main() -> None:
     if args.classifier_guidance:
         clf_root = work / "noisy_classifier"
         if args.skip_train and list(clf_root.rglob("*.ckpt")):
-            clf = sorted(clf_root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)[-1]
+            clf = max(clf_root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
         else:
             clf, result["classifier_train_s"] = fit(
                 clf_root, "00:00:03:00", args.threads, "--trainer.enable_progress_bar=false",

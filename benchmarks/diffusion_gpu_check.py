@@ -31,7 +31,7 @@ TINY = {
 def check(recipe: str, steps: int, device: str, tiny: bool = False, batch: int | None = None) -> dict:
     from framework.generative.diffusion import Diffusion
 
-    config = yaml.safe_load(open(ROOT / "recipes" / recipe))
+    config = yaml.safe_load((ROOT / "recipes" / recipe).read_text())
     init = dict(config["model"]["init_args"])
     if tiny:
         init["net_args"] = TINY[init["net"]]

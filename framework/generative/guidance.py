@@ -41,12 +41,12 @@ from framework.errors import ConfigError
 from registry import REGISTRY, register
 
 __all__ = [
-    "Guidance",
-    "GuidanceInput",
-    "NoGuidance",
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
     "CombinedGuidance",
+    "Guidance",
+    "GuidanceInput",
+    "NoGuidance",
     "build_guidance",
     "classifier_log_prob_grad",
 ]

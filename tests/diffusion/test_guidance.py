@@ -5,7 +5,11 @@ import torch
 
 import registry
 from framework.errors import ConfigError
-from framework.generative.guidance import GuidanceInput, build_guidance, classifier_log_prob_grad
+from framework.generative.guidance import (
+    GuidanceInput,
+    build_guidance,
+    classifier_log_prob_grad,
+)
 
 
 def _predict(x, labels):

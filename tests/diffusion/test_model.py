@@ -1,6 +1,5 @@
 """The `diffusion` LightningModule: training, seeded generation, NFE, guidance, EMA, likelihood."""
 
-import math
 
 import lightning as L
 import pytest
@@ -146,7 +145,7 @@ def test_pf_ode_likelihood_equals_exact_marginal_density(gaussian, name):
     model = Denoiser(gaussian.denoise, f)
     eps = 1e-3
     x = gaussian.mean + torch.randn(5, gaussian.d, dtype=torch.float64) @ torch.linalg.cholesky(gaussian.cov).T
-    velocity = lambda t, x_t: pf_velocity(model, x_t, t.clamp(eps, 1.0))  # noqa: E731
+    velocity = lambda t, x_t: pf_velocity(model, x_t, t.clamp(eps, 1.0))
     result = log_likelihood(velocity, x, t_data=eps, t_noise=1.0, prior_logp=f.prior_logp, divergence="exact")
 
     def marginal(t):
@@ -164,11 +163,11 @@ def test_pf_ode_likelihood_equals_exact_marginal_density(gaussian, name):
 def test_ema_weights_are_validated_and_checkpointed(tmp_path):
     """Lightning's EMAWeightAveraging swaps the EMA weights in for validation and saves them."""
 
-    class Probe(Diffusion):
-        seen = []
+    seen = []
 
+    class Probe(Diffusion):
         def validation_step(self, batch, batch_idx):
-            self.seen.append(self.net.head[2].weight.detach().clone())
+            seen.append(self.net.head[2].weight.detach().clone())
             return super().validation_step(batch, batch_idx)
 
     torch.manual_seed(0)
@@ -182,7 +181,7 @@ def test_ema_weights_are_validated_and_checkpointed(tmp_path):
     trainer.fit(model, DataLoader(data, batch_size=8), DataLoader(data, batch_size=8))
     # After fit the model holds the average (on_train_end); validation saw the same weights.
     averaged = ema._average_model.module.net.head[2].weight
-    torch.testing.assert_close(Probe.seen[-1], averaged)
+    torch.testing.assert_close(seen[-1], averaged)
     torch.testing.assert_close(model.net.head[2].weight, averaged)
     path = tmp_path / "last.ckpt"
     trainer.save_checkpoint(path)

@@ -45,7 +45,7 @@ def test_fit_then_sample_through_the_cli(in_tmp):
            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
            f"--trainer.default_root_dir={in_tmp}"]
     assert main(fit) == 0
-    ckpt = sorted(glob.glob(str(in_tmp / "**" / "*.ckpt"), recursive=True))[-1]
+    ckpt = max(glob.glob(str(in_tmp / "**" / "*.ckpt"), recursive=True))
     sample = ["sample", "--config", recipe, *tiny, "--ckpt_path", ckpt, "--num_per_class", "2",
               "--output", str(in_tmp / "out"), "--sampler", "dpmpp_2m", "--steps", "3",
               "--guidance", "cfg", "--guidance_scale", "2.0"]

@@ -1,6 +1,5 @@
 """Samplers against diffusers' schedulers, EDM's Algorithm 2, and the exact Gaussian score."""
 
-import math
 
 import pytest
 import torch
@@ -157,7 +156,7 @@ def test_every_sampler_reproduces_gaussian_mean_and_cov(gaussian, formulation, s
     sigmas = f.sigmas(steps)
     g = torch.Generator().manual_seed(1)
     z = torch.randn(3000, gaussian.d, generator=g, dtype=torch.float64)
-    noise = lambda like: torch.randn(like.shape, generator=g, dtype=like.dtype)  # noqa: E731
+    noise = lambda like: torch.randn(like.shape, generator=g, dtype=like.dtype)
     out = sample(sampler, Denoiser(gaussian.denoise, f), z * f.init_scale(sigmas[0]), sigmas, noise)
     # 3000 samples: Monte-Carlo error of the mean ~0.01, of a covariance entry ~0.01.
     assert (out.x.mean(0) - gaussian.mean).abs().max() < 0.06

@@ -10,7 +10,11 @@ import pytest
 import torch
 
 from framework.generative.diffusion.formulations import VE, VP
-from framework.generative.diffusion.samplers import Denoiser, _langevin_step, _reverse_diffusion_step
+from framework.generative.diffusion.samplers import (
+    Denoiser,
+    _langevin_step,
+    _reverse_diffusion_step,
+)
 
 N, K = 1000, 400
 

@@ -31,7 +31,7 @@ from torch import Tensor
 from framework.errors import ConfigError
 from registry import register
 
-__all__ = ["Formulation", "VP", "SubVP", "VE", "EDM", "karras_sigmas", "expand", "Net"]
+__all__ = ["EDM", "VE", "VP", "Formulation", "Net", "SubVP", "expand", "karras_sigmas"]
 
 Net = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 

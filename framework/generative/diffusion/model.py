@@ -14,7 +14,12 @@ import registry
 from framework.errors import ConfigError, DataNotFoundError
 from framework.generative.base import GenerativeModule
 from framework.generative.diffusion.formulations import Formulation
-from framework.generative.diffusion.samplers import Denoiser, SampleResult, pf_velocity, sample
+from framework.generative.diffusion.samplers import (
+    Denoiser,
+    SampleResult,
+    pf_velocity,
+    sample,
+)
 from framework.generative.guidance import Guidance, GuidanceInput, build_guidance
 from framework.generative.noise import PerSampleNoise, seeded_randn
 

@@ -15,7 +15,7 @@ import registry
 from framework.errors import ConfigError
 from framework.models.classifier import Classifier
 
-__all__ = ["NoisyClassifier", "FlowTimeClassifier"]
+__all__ = ["FlowTimeClassifier", "NoisyClassifier"]
 
 
 @registry.register("model", "noisy_classifier")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import Tensor
@@ -32,16 +33,16 @@ from registry import REGISTRY, register
 __all__ = [
     "Denoiser",
     "SampleResult",
-    "sample",
-    "euler",
-    "edm_heun",
     "ddim",
     "ddpm",
     "dpmpp_2m",
+    "edm_heun",
+    "euler",
     "euler_maruyama",
-    "reverse_diffusion",
     "pc",
     "pf_ode",
+    "reverse_diffusion",
+    "sample",
 ]
 
 Noise = Callable[[Tensor], Tensor]
@@ -184,7 +185,7 @@ def euler_maruyama(model: Denoiser, x: Tensor, sigmas: Tensor, noise: Noise | No
     """Euler-Maruyama on the reverse-time SDE ``dx = [f - g^2 score] dt + g dw`` (Song et al. 2021, eq. 6)."""
     f, ts = model.formulation, _times(model, sigmas)
     x = x * f.scale(ts[0])
-    for t, t_next in zip(ts[:-1], ts[1:]):
+    for t, t_next in pairwise(ts):
         dt = t_next - t
         drift, g = f.sde(x, t)
         x = x + (drift - g**2 * model.score(x, t)) * dt + g * (-dt).sqrt() * _noise(noise, x)
@@ -202,7 +203,7 @@ def reverse_diffusion(model: Denoiser, x: Tensor, sigmas: Tensor, noise: Noise |
     """Reverse-diffusion predictor: the forward chain's discretisation run backwards (Song et al. 2021, eq. 46)."""
     f, ts = model.formulation, _times(model, sigmas)
     x = x * f.scale(ts[0])
-    for t, t_next in zip(ts[:-1], ts[1:]):
+    for t, t_next in pairwise(ts):
         x = _reverse_diffusion_step(model, x, t, t_next, noise)
     return _finish(model, x, ts[-1])
 
@@ -278,7 +279,7 @@ def pf_ode(
     lo, hi = float(ts[-1]), float(ts[0])
     # torchdiffeq's dopri5 evaluates stages past the end time and interpolates back; keep
     # the field defined there (VP's sigma(t) is not for t < 0) by freezing it at the end.
-    velocity = lambda t, x_t: pf_velocity(model, x_t, t.clamp(lo, hi))  # noqa: E731
+    velocity = lambda t, x_t: pf_velocity(model, x_t, t.clamp(lo, hi))
     result = odesolve(velocity, x * f.scale(ts[0]), solver=solver, ts=grid, rtol=rtol, atol=atol)
     return _finish(model, result.x, ts[-1])
 
@@ -296,7 +297,7 @@ def sample(
     x: Tensor,
     sigmas: Tensor,
     noise: Noise | None = None,
-    **options: float | str | int,
+    **options: float | str,
 ) -> SampleResult:
     """Run the registered ``sampler`` and report its NFE.
 
