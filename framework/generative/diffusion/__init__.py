@@ -6,7 +6,12 @@ Importing this package registers the formulations (kind ``formulation``), the sa
 """
 
 from framework.generative import guidance  # noqa: F401  (registers the guidance rules)
-from framework.generative.diffusion import formulations, model, noisy_classifier, samplers  # noqa: F401
+from framework.generative.diffusion import (  # noqa: F401
+    formulations,
+    model,
+    noisy_classifier,
+    samplers,
+)
 from framework.generative.diffusion.model import Diffusion
 from framework.generative.diffusion.noisy_classifier import NoisyClassifier
 
