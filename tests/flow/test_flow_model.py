@@ -141,14 +141,7 @@ def test_reflow_needs_a_rebuildable_teacher(tmp_path):
 
 def test_reflow_pairs_datamodule(tmp_path, monkeypatch):
     torch.manual_seed(0)
-    # Register the tiny net for the duration of the test, so the checkpoint rebuilds it.
-    monkeypatch.setitem(registry.REGISTRY._lookup.setdefault("net", {}), "tiny_velocity_test", "tiny_velocity_test")
-    monkeypatch.setitem(
-        registry.REGISTRY._entries.setdefault("net", {}),
-        "tiny_velocity_test",
-        registry.Entry("net", "tiny_velocity_test", TinyVelocityNet),
-    )
-    teacher = FlowMatching(3, (2,), net="tiny_velocity_test", optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
+    teacher = FlowMatching(3, (2,), net="resmlp", net_args={"width": 32, "depth": 2}, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
     x, y = _blobs()
     trainer = _trainer(max_epochs=30)
     trainer.fit(teacher, _loader(x, y))
@@ -174,7 +167,7 @@ def test_reflow_pairs_datamodule(tmp_path, monkeypatch):
 
     # The student starts from the teacher and trains on the pairs; at 1 Euler step it lands
     # closer to the teacher's samples than the teacher itself does.
-    student = FlowMatching(3, (2,), net="tiny_velocity_test", init_checkpoint=str(ckpt),
+    student = FlowMatching(3, (2,), net="resmlp", net_args={"width": 32, "depth": 2}, init_checkpoint=str(ckpt),
                            optimizer=lambda p: torch.optim.Adam(p, lr=1e-3), label_dropout=0.0)
     student_trainer = _trainer(max_epochs=15)
     student_trainer.fit(student, datamodule=data)
