@@ -209,3 +209,13 @@ def test_classifier_guidance_adds_the_scaled_class_score():
     torch.testing.assert_close(guided - plain, 2.0 * (1 - 0.25) / 0.25 * grad)
     model.generate(labels, range(5), steps=4, guidance="classifier", guidance_scale=1.0)
     assert model.last_nfe == 4
+
+
+def test_sampler_is_another_name_for_solver():
+    model = _model().eval()
+    labels, seeds = torch.tensor([0, 1]), [3, 4]
+    torch.testing.assert_close(
+        model.generate(labels, seeds, sampler="midpoint", steps=3), model.generate(labels, seeds, solver="midpoint", steps=3)
+    )
+    with pytest.raises(ConfigError, match="disagree"):
+        model.generate(labels, seeds, solver="euler", sampler="midpoint")

@@ -253,6 +253,7 @@ class FlowMatching(GenerativeModule):
         grid: str | None = None,
         guidance: str | None = None,
         guidance_scale: float | None = None,
+        sampler: str | None = None,
     ) -> Tensor:
         """Samples for ``labels``: source draws from ``seeds`` carried to t = 1 by the ODE.
 
@@ -264,10 +265,14 @@ class FlowMatching(GenerativeModule):
             grid: Time grid (default: the model's ``grid``).
             guidance: Guidance rule (``cfg``, ``classifier``, ``cfg+classifier``, ``none``).
             guidance_scale: Its scale.
+            sampler: Another name for ``solver`` (``lightning sample --sampler`` is shared with diffusion).
 
         Returns:
             Samples shaped (B, *data_shape); ``self.last_nfe`` holds the NFE used.
         """
+        if solver is not None and sampler is not None and solver != sampler:
+            raise ConfigError(f"solver {solver!r} and sampler {sampler!r} disagree; give one of them")
+        solver = solver or sampler
         x0 = self.source.sample_seeded(seeds, device=self.device, dtype=self.dtype)
         labels = labels.to(self.device) if self.num_classes > 0 else None
         return self.solve(x0, labels, solver, steps, grid, guidance, guidance_scale).x
