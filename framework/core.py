@@ -35,6 +35,14 @@ class ClasszooModule(L.LightningModule):
         self.num_classes = int(num_classes)
         self.data_shape = tuple(int(s) for s in data_shape)
 
+    def on_fit_start(self) -> None:
+        # Adam's second moments of zero-initialised layers decay into subnormal floats, and
+        # subnormal arithmetic is ~30x slower on x86 CPUs (measured on a digits U-Net: 15 ms
+        # vs 430 ms per step). Flushing them to zero changes nothing above 1e-38.
+        # Subclasses that override this hook call super().on_fit_start().
+        if self.device.type == "cpu":
+            torch.set_flush_denormal(True)
+
     # -- exact resume -------------------------------------------------------------------------
     # Lightning checkpoints do not hold the random number generators, so a resumed run would
     # shuffle and drop out differently from an uninterrupted one. The states are saved with the

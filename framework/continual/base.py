@@ -209,6 +209,7 @@ class ContinualModule(ClasszooModule):
         return configure_optimizer(params, optimizer, scheduler)
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         scenario = self.scenario
         if scenario.num_classes != self.num_classes:
             raise ConfigError(f"the model has {self.num_classes} classes but the scenario {scenario.num_classes}")
@@ -231,6 +232,7 @@ class ContinualModule(ClasszooModule):
         self._run_finished_steps()
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         if self._new_optimizer:
             self.trainer.strategy.setup_optimizers(self.trainer)
             self._new_optimizer = False
@@ -242,6 +244,7 @@ class ContinualModule(ClasszooModule):
         self._run_finished_steps()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["continual"] = {
             "step": self.step,
             "step_epoch": self.step_epoch,
@@ -255,6 +258,7 @@ class ContinualModule(ClasszooModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint["continual"]
         self.step, self.step_epoch = state["step"], state["step_epoch"]
         self.started, self.done = state["started"], state["done"]

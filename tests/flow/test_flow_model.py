@@ -219,3 +219,24 @@ def test_sampler_is_another_name_for_solver():
     )
     with pytest.raises(ConfigError, match="disagree"):
         model.generate(labels, seeds, solver="euler", sampler="midpoint")
+
+
+def test_guidance_classifier_checkpoint_in_flow_time(tmp_path):
+    import lightning as L
+
+    from framework.generative.diffusion.noisy_classifier import FlowTimeClassifier, NoisyClassifier
+
+    clf = NoisyClassifier(num_classes=3, data_shape=(2,), net="mlp", net_args={"hidden": (16,)})
+    path = tmp_path / "noisy.ckpt"
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(clf)
+    trainer.save_checkpoint(path)
+    model = FlowMatching(3, (2,), net="resmlp", net_args={"width": 16, "depth": 1}, guidance_classifier=str(path)).eval()
+    assert isinstance(model.guidance_classifier, FlowTimeClassifier)
+    assert not any(p.requires_grad for p in model.guidance_classifier.parameters())
+    labels, seeds = torch.tensor([0, 1, 2]), [5, 6, 7]
+    plain = model.generate(labels, seeds, steps=4)
+    guided = model.generate(labels, seeds, steps=4, guidance="classifier", guidance_scale=5.0)
+    assert not torch.allclose(guided, plain)
+    with pytest.raises(ConfigError, match="straight path"):
+        FlowMatching(3, (2,), net="resmlp", path="vp_path", guidance_classifier=str(path))

@@ -177,13 +177,6 @@ class Diffusion(GenerativeModule):
             loss = self.loss(x, y)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
 
-    def on_fit_start(self) -> None:
-        # Adam's second moments of the zero-initialised output layers decay into subnormal
-        # floats, and subnormal arithmetic is ~30x slower on x86 CPUs (measured: 15 ms vs
-        # 430 ms per digits step). Flushing them to zero changes nothing above 1e-38.
-        if self.device.type == "cpu":
-            torch.set_flush_denormal(True)
-
     def configure_optimizers(self) -> Any:
         from framework.models.classifier import configure_optimizer
 

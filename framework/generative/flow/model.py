@@ -25,6 +25,11 @@ from framework.generative.ode import ODEResult, odesolve
 __all__ = ["FlowMatching"]
 
 
+# Paths whose x_t is t x1 + (1 - t) x0 with x0 ~ N(0, I): a noise-aware classifier p(y | x0 + sigma n)
+# sees them at sigma = (1 - t) / t after rescaling by 1 / t (FlowTimeClassifier).
+STRAIGHT_GAUSSIAN_PATHS = ("cfm", "ot_cfm", "class_ot_cfm")
+
+
 @registry.register("model", "flow", aliases=("flow_matching", "cfm"))
 class FlowMatching(GenerativeModule):
     """Conditional flow matching (Lipman et al. 2023; Tong et al. 2024; Liu et al. 2023).
@@ -64,6 +69,9 @@ class FlowMatching(GenerativeModule):
             (e.g. ``LinearLR`` as torchcfm's warmup).
         init_checkpoint: Optional checkpoint of a ``flow`` model whose net weights initialise
             this one (reflow starts the 2-rectified flow from the 1-rectified one).
+        guidance_classifier: Checkpoint of a ``noisy_classifier`` (``recipes/noisy_classifier_digits.yaml``)
+            for classifier guidance, seen in flow time (``x_t = t x1 + (1 - t) x0``): straight
+            paths from the Gaussian source only.
     """
 
     def __init__(
@@ -90,6 +98,7 @@ class FlowMatching(GenerativeModule):
         optimizer: OptimizerCallable = lambda p: torch.optim.Adam(p, lr=2e-4),
         scheduler: LRSchedulerCallable | None = None,
         init_checkpoint: str | None = None,
+        guidance_classifier: str | None = None,
     ) -> None:
         super().__init__(num_classes=num_classes, data_shape=data_shape)
         if isinstance(net, nn.Module):
@@ -116,8 +125,18 @@ class FlowMatching(GenerativeModule):
         self.sample_defaults = {"solver": solver, "steps": steps, "grid": grid, "rtol": rtol, "atol": atol}
         self.guidance, self.guidance_scale = guidance, guidance_scale
         self.optimizer, self.scheduler = optimizer, scheduler
-        #: Noise-aware classifier ``(x_t, t) -> logits`` used by classifier guidance (set it yourself).
+        #: Noise-aware classifier ``(x_t, t) -> logits`` used by classifier guidance.
         self.guidance_classifier: nn.Module | None = None
+        if guidance_classifier:
+            if path not in STRAIGHT_GAUSSIAN_PATHS or source != "gaussian":
+                raise ConfigError(
+                    f"guidance_classifier needs a straight path from the Gaussian source "
+                    f"({', '.join(STRAIGHT_GAUSSIAN_PATHS)}), not path {path!r} with source {source!r}"
+                )
+            from framework.generative.diffusion.model import load_noisy_classifier
+            from framework.generative.diffusion.noisy_classifier import FlowTimeClassifier
+
+            self.guidance_classifier = FlowTimeClassifier(load_noisy_classifier(guidance_classifier))
         #: NFE of the last :meth:`generate` call (net evaluations, guidance branches included).
         self.last_nfe = 0
 

@@ -153,6 +153,7 @@ class ADCGAN(GenerativeModule):
 
     # -- training ------------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         self._base_seed = torch.initial_seed()
 
     def _fake_batch(self, batch_size: int, stream: int, counter: int) -> tuple[Tensor, Tensor]:
