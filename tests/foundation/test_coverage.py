@@ -54,7 +54,7 @@ def test_every_recipe_is_run_by_a_test():
         with open(path) as f:
             sources += f.read()
     # A test names a recipe by file name or by a glob such as "diffusion_*.yaml".
-    patterns = set(re.findall(r"[\"'/]([\w*?\[\]-]+\.yaml)[\"']", sources))
+    patterns = set(re.findall(r"[\"'/]([\w*?\[\]-]+\.yaml)[\"']", sources)) - {"*.yaml"}  # "*.yaml" names no recipe
     unrun = [
         os.path.basename(r)
         for r in RECIPES
