@@ -41,9 +41,10 @@ def test_biggan_32px_sizes_match_biggan_pytorch():
 
 
 def test_spectral_norm_bounds_the_layers():
+    torch.manual_seed(0)  # power iteration starts from a random vector: fix it, whatever ran before
     d = registry.create("net", "sn_resnet_discriminator", data_shape=(1, 16, 16), channels=4)
     d.train()
-    for _ in range(30):  # power iterations run in training forwards
+    for _ in range(100):  # power iterations run in training forwards
         d(torch.randn(2, 1, 16, 16))
     conv = d.blocks[1].conv1
     sigma = torch.linalg.matrix_norm(conv.weight.flatten(1), ord=2)
