@@ -32,7 +32,6 @@ from torch.utils.data import DataLoader
 from framework.data import toy2d
 from framework.data.base import InMemoryDataset, batch_passthrough
 from framework.generative.flow.model import FlowMatching
-from framework.generative.ode import odesolve
 
 TASKS = [("gaussian", "8gaussians"), ("8gaussians", "moons")]
 METHODS = ["cfm", "ot_cfm"]

@@ -1,6 +1,5 @@
 """Every flow recipe runs through the CLI (one step), reflow included."""
 
-import os
 from pathlib import Path
 
 import pytest
