@@ -23,6 +23,7 @@ Pure math: no Lightning here. ``net`` arguments are callables ``net(x, noise_lev
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -54,7 +55,7 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
     return torch.cat([sig, sig.new_zeros(1)]).to(dtype)
 
 
-class Formulation:
+class Formulation(ABC):
     """Base class. Subclasses define ``alpha_std`` (the marginal) and ``sde``.
 
     Attributes:
@@ -75,18 +76,18 @@ class Formulation:
     likelihood_eps: float = 1e-5
 
     # -- marginal and SDE (score_sde's sde_lib) ---------------------------------------
+    @abstractmethod
     def alpha_std(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """Marginal ``x_t | x_0 ~ N(alpha(t) x_0, std(t)^2 I)``."""
-        raise NotImplementedError
 
     def marginal(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and std of ``x_t | x_0`` (score_sde's ``marginal_prob``)."""
         alpha, std = self.alpha_std(t)
         return expand(alpha, x0) * x0, std
 
+    @abstractmethod
     def sde(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Forward SDE ``dx = f(x, t) dt + g(t) dw``: returns ``(f(x, t), g(t))``."""
-        raise NotImplementedError
 
     def discretize(self, x: Tensor, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
         """One forward step of size ``t - t_next`` as ``x + f``, noise ``G`` (score_sde's Euler default)."""
@@ -108,9 +109,9 @@ class Formulation:
         alpha, std = self.alpha_std(t)
         return std / alpha
 
+    @abstractmethod
     def t_of_sigma(self, sigma: Tensor) -> Tensor:
         """Inverse of :meth:`sigma`."""
-        raise NotImplementedError
 
     @property
     def sigma_min(self) -> float:
@@ -148,9 +149,9 @@ class Formulation:
         raise ConfigError(f"unknown noise schedule {schedule!r}; choose 'time' or 'karras'")
 
     # -- the net's parametrisation ----------------------------------------------------
+    @abstractmethod
     def noise_level(self, t: Tensor) -> Tensor:
         """What the net receives as its noise input at time ``t``."""
-        raise NotImplementedError
 
     def denoise(self, net: Net, x_hat: Tensor, sigma: Tensor, labels: Tensor | None) -> Tensor:
         """``D(x_hat, sigma)`` from an eps-predicting net fed ``x_t = s x_hat`` (score_sde)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import torch
@@ -13,18 +14,18 @@ from framework.generative.noise import _seed_list, seeded_randn
 __all__ = ["GaussianSource", "Source", "ToySource", "build_source"]
 
 
-class Source:
+class Source(ABC):
     """Draws the t = 0 end of a flow."""
 
     name: str
 
+    @abstractmethod
     def sample(self, n: int, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
         """``n`` draws from the global RNG (training)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def sample_seeded(self, seeds: Tensor | Sequence[int], device=None, dtype: torch.dtype = torch.float32) -> Tensor:
         """One draw per seed; draw i depends on ``seeds[i]`` only (sampling)."""
-        raise NotImplementedError
 
 
 class GaussianSource(Source):

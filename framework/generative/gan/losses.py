@@ -22,6 +22,7 @@ terms take classifier-head logits and labels. Conventions follow the ADC-GAN ref
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch.nn.functional as F
@@ -135,16 +136,16 @@ def projection_logit(adversarial: Tensor, features: Tensor, class_embedding: Ten
 
 
 # -- the pieces selectable by name -----------------------------------------------------------
-class AdversarialLoss:
+class AdversarialLoss(ABC):
     """An adversarial loss pair; subclasses are registered as kind ``adversarial_loss``."""
 
+    @abstractmethod
     def discriminator(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
         """D's loss on real and on fake adversarial logits, as (loss_real, loss_fake)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def generator(self, fake: Tensor) -> Tensor:
         """G's loss on the adversarial logits of its samples."""
-        raise NotImplementedError
 
 
 @register("adversarial_loss", "hinge")
