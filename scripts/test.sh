@@ -1,8 +1,4 @@
 #!/usr/bin/env bash
-# Set up the environment and run the whole test suite (what CI runs).
+# Set up the environment and run the whole test suite: exactly what CI runs (.ci/run).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-. .venv/bin/activate
-export OMP_NUM_THREADS=1 MPLBACKEND=Agg
-python -m pytest -q "$@"
+exec bash "$(dirname "$0")/../.ci/run" "$@"
