@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from eval_generated import ensure_evaluator, evaluate_samples
+from eval_generated import digits_bits_per_dim, ensure_evaluator, evaluate_samples
 
 RECIPE = "recipes/diffusion_digits.yaml"
 # (sampler, steps, options): NFE = 2 steps - 1 for edm_heun, steps for the one-evaluation samplers.
@@ -91,20 +91,10 @@ def score_samplers(
 
 def score_bits_per_dim(checkpoint: Path, count: int) -> dict:
     """Bits/dim of ``count`` dequantised test digits (17 levels) through the PF-ODE (Hutchinson, dopri5)."""
-    import framework
     from framework.generative.diffusion import Diffusion
-    from framework.generative.likelihood import dequantize
 
     model = Diffusion.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
-    data = framework.build("data", "digits")
-    data.setup("test")
-    x, y = data.test_dataset.x[:count], data.test_dataset.y[:count]
-    g = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    result = model.log_likelihood(dequantize(x, levels=17, generator=g), y, divergence="hutchinson", generator=g)
-    bpd = result.bits_per_dim(levels=17)
-    return {"count": count, "bpd": round(bpd.mean().item(), 4), "bpd_sem": round((bpd.std() / count**0.5).item(), 4),
-            "nfe": result.nfe, "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+    return digits_bits_per_dim(model, count)
 
 
 def overhead(steps: int = 40, warmup: int = 5, repeats: int = 2) -> dict:

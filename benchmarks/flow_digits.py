@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from eval_generated import ensure_evaluator, evaluate_samples  # noqa: E402
+from eval_generated import digits_bits_per_dim, ensure_evaluator, evaluate_samples  # noqa: E402
 
 SETTINGS = [
     ("euler", 1), ("euler", 2), ("euler", 4), ("euler", 8), ("euler", 20), ("midpoint", 10), ("heun", 10), ("dopri5", None),
@@ -87,20 +87,10 @@ def curve(checkpoint: Path, evaluator: Path, per_class: int, guidance_scale: flo
 
 def score_bits_per_dim(checkpoint: Path, count: int) -> dict:
     """Bits/dim of ``count`` dequantised test digits (17 levels) by the change of variables (Hutchinson, dopri5)."""
-    import framework
-    from framework.generative.likelihood import dequantize
     from framework.generative.flow.reflow import load_flow
 
     model = load_flow(str(checkpoint))
-    data = framework.build("data", "digits")
-    data.setup("test")
-    x, y = data.test_dataset.x[:count], data.test_dataset.y[:count]
-    g = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    result = model.log_likelihood(dequantize(x, levels=17, generator=g), y, divergence="hutchinson", generator=g)
-    bpd = result.bits_per_dim(levels=17)
-    return {"count": count, "bpd": round(bpd.mean().item(), 4), "bpd_sem": round((bpd.std() / count**0.5).item(), 4),
-            "nfe": result.nfe, "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+    return digits_bits_per_dim(model, count)
 
 
 def main() -> None:
