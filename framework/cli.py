@@ -141,17 +141,12 @@ def _num_classes(datamodule: Any) -> int:
 def _make_cli_class():
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-    ClasszooTrainer = _trainer_class()
-
     class ClasszooCLI(LightningCLI):
         """LightningCLI with registry names, linked data shapes, ``sample`` and default loggers."""
 
         @staticmethod
         def subcommands() -> dict[str, set[str]]:
-            commands = dict(LightningCLI.subcommands())
-            if hasattr(ClasszooTrainer, "sample"):
-                commands["sample"] = {"model", "datamodule"}
-            return commands
+            return {**LightningCLI.subcommands(), "sample": {"model", "datamodule"}}
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             parser.add_argument(
@@ -183,14 +178,6 @@ def _make_cli_class():
             print_fit_summary(self.trainer)
 
     return ClasszooCLI
-
-
-def _trainer_class():
-    try:
-        from framework.trainer import ClasszooTrainer
-    except ImportError:  # TEMPORARY while framework/trainer.py is being written
-        from lightning import Trainer as ClasszooTrainer
-    return ClasszooTrainer
 
 
 def default_loggers(root: str) -> list:
@@ -229,7 +216,8 @@ def run_cli(args: Sequence[str], **kwargs: Any) -> Any:
 
     import framework  # noqa: F401 - registers everything
 
-    ClasszooTrainer = _trainer_class()
+    from framework.trainer import ClasszooTrainer
+
     cli_class = _make_cli_class()
     _set_argv(preprocess_args(list(args)))
     return cli_class(
