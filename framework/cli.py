@@ -83,14 +83,18 @@ def resolve_config(node: Any, kind: str | None = None, top: bool = True) -> Any:
     return out
 
 
-def _read_config_file(path: str) -> Any:
-    if not os.path.isfile(path):
-        raise ClasszooError(f"config file not found: {path}")
-    with open(path) as f:
-        try:
+def _read_config(value: str) -> Any:
+    """A ``--config`` value: a file path, or the YAML text itself (as DDP's re-launched processes get it)."""
+    inline = "\n" in value or value.lstrip().startswith("{")
+    if not inline and not os.path.isfile(value):
+        raise ClasszooError(f"config file not found: {value}")
+    try:
+        if inline:
+            return yaml.safe_load(value) or {}
+        with open(value) as f:
             return yaml.safe_load(f) or {}
-        except yaml.YAMLError as err:
-            raise ClasszooError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    except yaml.YAMLError as err:
+        raise ClasszooError(f"config {value if not inline else '(inline)'} is not valid YAML: {str(err).splitlines()[0]}") from None
 
 
 def preprocess_args(args: Sequence[str]) -> list[str]:
@@ -111,8 +115,7 @@ def preprocess_args(args: Sequence[str]) -> list[str]:
                 out.append(arg)
                 continue
             if key in ("--config", "-c"):
-                if os.path.exists(value) or not value.lstrip().startswith(("{", "\n")) and "\n" not in value:
-                    value = yaml.safe_dump(resolve_config(_read_config_file(value)), sort_keys=False)
+                value = yaml.safe_dump(resolve_config(_read_config(value)), sort_keys=False)
             else:
                 value = resolve_class_path(value, key[2:].split(".")[0])
             out += [key, value]
