@@ -334,6 +334,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{prog}: error: {_one_line(_user_cause(err))}", file=sys.stderr)
             return 2
         raise
+    finally:
+        leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Destroy the default process group if this process joined one.
+
+    Lightning leaves it alive; a gloo group still alive at interpreter exit sometimes aborts
+    the process ("terminate called without an active exception"), turning a finished run
+    into a SIGABRT exit.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _user_cause(err: BaseException) -> BaseException:

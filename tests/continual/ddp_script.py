@@ -9,6 +9,7 @@ import sys
 import lightning as L
 import torch
 
+from framework.cli import leave_process_group
 from framework.continual.scenario import ClassIncremental
 from framework.continual.wa import WA
 from framework.data.digits import DigitsDataModule
@@ -26,6 +27,7 @@ def main(outdir: str) -> None:
     torch.save({"correct": model.correct, "memory": {c: ix for c, ix in model.memory.items()},
                 "head": model.head.weight.detach(), "epochs": trainer.current_epoch, "done": model.done,
                 "gammas": model.gammas}, f"{outdir}/rank{trainer.global_rank}.pt")
+    leave_process_group()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from framework.cli import leave_process_group
 from framework.generative.gan import ADCGAN
 
 
@@ -30,6 +31,7 @@ def main(outdir: str, strategy: str) -> None:
     z, labels = model._fake_batch(8, stream=0, counter=0)
     torch.save({"state": model.state_dict(), "z": z, "labels": labels, "global_step": trainer.global_step},
                f"{outdir}/rank{trainer.global_rank}.pt")
+    leave_process_group()
 
 
 if __name__ == "__main__":

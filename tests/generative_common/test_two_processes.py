@@ -20,6 +20,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
 from framework.callbacks import GenerationMetrics
+from framework.cli import leave_process_group
 from framework.generative.output import load_samples
 from framework.models.classifier import Classifier
 from framework.trainer import ClasszooTrainer
@@ -60,6 +61,7 @@ def _worker(rank: int, port: int, out: str, evaluator: str) -> None:
     result = trainer.validate(_model(), DataLoader(_val_data(), batch_size=4), verbose=False)
     if rank == 0:
         Path(out, "metrics.json").write_text(json.dumps(result[0]))
+    leave_process_group()
 
 
 def _free_port() -> int:
