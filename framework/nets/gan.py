@@ -95,6 +95,9 @@ class ConditionalBatchNorm2d(nn.Module):
         self, num_features: int, num_classes: int, condition_dim: int | None = None, eps: float = 1e-5, momentum: float = 0.1
     ) -> None:
         super().__init__()
+        # A BatchNorm2d module rather than F.batch_norm on own buffers (as BigGAN-PyTorch's ccbn):
+        # torch's convert_sync_batchnorm (Lightning's trainer.sync_batchnorm) and the standing
+        # statistics find it by type.
         self.bn = nn.BatchNorm2d(num_features, eps=eps, momentum=momentum, affine=False)
         if condition_dim is None:
             self.gain: nn.Module = nn.Embedding(num_classes, num_features)

@@ -1,5 +1,7 @@
 """The registered GAN nets: shapes, spectral norm, init, conditioning, bad shapes."""
 
+import copy
+
 import pytest
 import torch
 
@@ -115,3 +117,23 @@ def test_conditional_discriminator_builds_only_the_needed_heads(cond, heads):
         assert not d.has_classifier
         with pytest.raises(ConfigError, match="no classifier"):
             d.class_logits(torch.zeros(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_sync_batchnorm_converts_every_batch_norm_of_the_generators(name):
+    # Lightning's trainer.sync_batchnorm applies torch's convert_sync_batchnorm, which only
+    # sees nn.BatchNorm* modules: the conditional batch norms must hold one, not call F.batch_norm.
+    torch.manual_seed(0)
+    g = registry.create("net", name, data_shape=(3, 16, 16), num_classes=3, channels=2, latent_dim=8)
+    conditional = [m for m in g.modules() if isinstance(m, ConditionalBatchNorm2d)]
+    norms = [m for m in g.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert conditional and len(norms) >= len(conditional)
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(g))
+    assert all(isinstance(m.bn, torch.nn.SyncBatchNorm) for m in synced.modules() if isinstance(m, ConditionalBatchNorm2d))
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules()) == len(norms)
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in synced.modules())
+    z, labels = torch.randn(4, 8), torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        g.train()(z, labels)  # non-trivial running statistics, copied over below
+        synced.load_state_dict(g.state_dict())
+        torch.testing.assert_close(synced.eval()(z, labels), g.eval()(z, labels), rtol=0, atol=0)

@@ -20,12 +20,18 @@ from framework.generative.gan.discriminator import (
     DiscriminatorOutput,
 )
 from framework.generative.gan.ema import ema_update_
+from framework.generative.gan.standing_stats import StandingStatsCache
 from framework.generative.noise import seeded_randn
 from registry import register
 
 
 def _adam(params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=2e-4, betas=(0.0, 0.999))
+
+
+def _check_standing_stats(num: int) -> None:
+    if isinstance(num, bool) or not isinstance(num, int) or num < 0:
+        raise ConfigError(f"standing_stats must be an int >= 0 (number of accumulation batches; 0: off), got {num!r}")
 
 
 @register("model", "adcgan", aliases=("conditional_gan", "cgan"))
@@ -63,6 +69,12 @@ class ADCGAN(GenerativeModule):
         ema_decay: EMA decay per G step.
         ema_start: G iteration from which the EMA averages; before it the EMA copies G.
         diffaugment: DiffAugment policy for every image D sees, e.g. ``"color,translation,cutout"``; "" for none.
+        standing_stats: Sample with BigGAN's standing statistics: G's batch-norm statistics
+            re-estimated on this many batches of random latents and labels before sampling
+            (the reference's ``--accumulate_stats --num_standing_accumulations``, 16 there);
+            0 (default, as the ADC-GAN scripts) samples with the running statistics.
+            ``generate(..., standing_stats=N)`` overrides it per call.
+        standing_stats_batch_size: Batch size of those passes (the reference's ``G_batch_size``).
         generator_optimizer: Optimizer of G (reference: Adam lr 2e-4, betas (0, 0.999)).
         discriminator_optimizer: Optimizer of D (same default).
     """
@@ -87,6 +99,8 @@ class ADCGAN(GenerativeModule):
         ema_decay: float = 0.9999,
         ema_start: int = 1000,
         diffaugment: str = "",
+        standing_stats: int = 0,
+        standing_stats_batch_size: int = 256,
         generator_optimizer: OptimizerCallable = _adam,
         discriminator_optimizer: OptimizerCallable = _adam,
     ) -> None:
@@ -97,6 +111,9 @@ class ADCGAN(GenerativeModule):
             raise ConfigError(f"n_dis must be >= 1, got {n_dis}")
         if not 0.0 <= ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        _check_standing_stats(standing_stats)
+        if standing_stats_batch_size < 1:
+            raise ConfigError(f"standing_stats_batch_size must be >= 1, got {standing_stats_batch_size}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.conditioning = registry.create("gan_loss", conditioning, hinge=classifier_hinge)
@@ -104,6 +121,10 @@ class ADCGAN(GenerativeModule):
         self.diffaugment = parse_policy(diffaugment)
         self.d_lambda, self.g_lambda, self.n_dis = d_lambda, g_lambda, n_dis
         self.ema_decay, self.ema_start = ema_decay, ema_start
+        self.standing_stats, self.standing_stats_batch_size = standing_stats, standing_stats_batch_size
+        # A plain attribute, not a submodule: the re-estimated copy stays out of the state dict,
+        # the optimizers and DDP.
+        self._standing_cache = StandingStatsCache()
         self.generator_optimizer, self.discriminator_optimizer = generator_optimizer, discriminator_optimizer
 
         self.generator = registry.create(
@@ -137,12 +158,22 @@ class ADCGAN(GenerativeModule):
         return self.generator_ema if self.generator_ema is not None else self.generator
 
     @torch.no_grad()
-    def generate(self, labels: Tensor, seeds: Tensor | Sequence[int], use_ema: bool = True) -> Tensor:
+    def generate(
+        self, labels: Tensor, seeds: Tensor | Sequence[int], use_ema: bool = True, standing_stats: int | None = None
+    ) -> Tensor:
         """Samples of G (the EMA G unless ``use_ema=False``) in eval mode; sample i's latent is drawn from ``seeds[i]``.
 
-        Batch norm uses running statistics, so a sample does not depend on its batch.
+        Batch norm uses the running statistics, or with ``standing_stats`` > 0 (default: the
+        module's ``standing_stats``) statistics re-estimated on that many seeded batches
+        (:mod:`framework.generative.gan.standing_stats`); either way a sample does not depend
+        on its batch. The standing statistics live in a private copy of G, made once and
+        reused while G's weights are unchanged; G itself is left as it was.
         """
         net = self.sampling_generator if use_ema else self.generator
+        accumulations = self.standing_stats if standing_stats is None else standing_stats
+        _check_standing_stats(accumulations)
+        if accumulations > 0:
+            net = self._standing_cache.get(net, accumulations, self.standing_stats_batch_size)
         was_training = net.training
         net.eval()
         try:
