@@ -11,8 +11,12 @@ import registry
 from framework.errors import ConfigError
 from framework.generative.gan import ADCGAN
 from framework.generative.gan import standing_stats as standing
-from framework.generative.gan.standing_stats import accumulate_standing_stats_, batch_norms, standing_stats_copy
-from framework.generative.output import check_options
+from framework.generative.gan.standing_stats import (
+    accumulate_standing_stats_,
+    batch_norms,
+    standing_stats_copy,
+)
+from framework.generative.output import check_options, load_samples
 from framework.trainer import ClasszooTrainer
 
 TINY = {"generator_args": {"channels": 4, "latent_dim": 8}, "discriminator_args": {"channels": 4}}
@@ -124,7 +128,7 @@ def test_sample_command_takes_standing_stats(tmp_path):
     check_options(model.generate, {"standing_stats": 2}, "ADCGAN")
     trainer = ClasszooTrainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
     path = trainer.sample(model, num_per_class=2, output=str(tmp_path), batch_size=4, options={"standing_stats": 2})
-    images = torch.as_tensor(__import__("numpy").load(path)["images"])
+    images = torch.as_tensor(load_samples(path)[0])
     index = torch.arange(6)
     expected = model.generate(index // 2, index, standing_stats=2).clamp(-1, 1)
     torch.testing.assert_close(images, expected)
