@@ -1,4 +1,4 @@
-"""Likelihood by the instantaneous change of variables, against exact Gaussian densities."""
+"""Likelihood by the instantaneous change of variables, against exact Gaussian densities; per-sample probes."""
 
 import math
 
@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from framework.errors import ConfigError
-from framework.generative.likelihood import bits_per_dim, dequantize, gaussian_logp, log_likelihood
+from framework.generative.likelihood import (
+    bits_per_dim,
+    dequantize,
+    gaussian_logp,
+    hutchinson_probe,
+    log_likelihood,
+)
 from framework.generative.ode import odesolve
 
 MU = torch.tensor([1.5, -0.5], dtype=torch.float64)
@@ -42,15 +48,71 @@ def test_exact_divergence_gives_exact_log_density(solver):
 
 
 @pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
-def test_hutchinson_is_unbiased(probe):
+@pytest.mark.parametrize("draw", ["generator", "seeds"])
+def test_hutchinson_is_unbiased(probe, draw):
     x = torch.tensor([[0.3, -1.0]], dtype=torch.float64).repeat(3000, 1)
-    result = log_likelihood(
-        _velocity, x, divergence="hutchinson", probe=probe, generator=torch.Generator().manual_seed(2),
-        solver="rk4", steps=20,
-    )
+    given = {"generator": torch.Generator().manual_seed(2)} if draw == "generator" else {"seeds": torch.arange(3000) + 7}
+    result = log_likelihood(_velocity, x, divergence="hutchinson", probe=probe, solver="rk4", steps=20, **given)
     # Each row has its own probe: the estimates scatter, their mean is the exact value.
     assert result.logp.std() > 1e-3
     assert abs(result.logp.mean() - _exact_logp(x[:1])[0]) < 4 * result.logp.std() / math.sqrt(len(x))
+
+
+def _nonlinear_velocity():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+    return lambda t, x: net(torch.cat([x, t.reshape(1, 1).expand(x.shape[0], 1)], 1))
+
+
+@pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
+def test_a_samples_hutchinson_estimate_does_not_depend_on_its_batch(probe):
+    f = _nonlinear_velocity()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    seeds = [11, 12, 13, 14, 15]
+    options = {"divergence": "hutchinson", "probe": probe, "solver": "rk4", "steps": 8}
+    full = log_likelihood(f, x, seeds=seeds, **options)
+    # Samples 3 and 0 again, at other positions, among other samples.
+    others = torch.randn(2, 2, generator=g, dtype=torch.float64)
+    part = log_likelihood(f, torch.cat([others, x[3:4], x[0:1]]), seeds=[99, 98, 14, 11], **options)
+    torch.testing.assert_close(part.logp[2:], full.logp[[3, 0]], rtol=1e-12, atol=1e-12)
+    # The estimate does depend on the probe: other seeds, other values (this field's Jacobian
+    # is not a multiple of the identity). A generator draws the seeds by position, so copies of
+    # one sample get different probes.
+    copies = x[3:4].repeat(8, 1)
+    assert log_likelihood(f, copies, seeds=range(1000, 1008), **options).logp.unique().numel() > 1
+    assert log_likelihood(f, copies, generator=torch.Generator().manual_seed(0), **options).logp.unique().numel() > 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hutchinson_probes_are_seeded_per_sample(dtype):
+    like = torch.zeros(4, 3, 5, dtype=dtype)
+    rademacher = hutchinson_probe(like, "rademacher", [3, 1, 4, 1])
+    assert rademacher.dtype == dtype and rademacher.shape == like.shape
+    assert set(rademacher.unique().tolist()) == {-1.0, 1.0}
+    torch.testing.assert_close(rademacher[1], rademacher[3], rtol=0, atol=0)  # same seed, same probe
+    assert not torch.equal(rademacher[0], rademacher[1])
+    torch.testing.assert_close(hutchinson_probe(like[:1], "rademacher", [1])[0], rademacher[1], rtol=0, atol=0)
+    gaussian = hutchinson_probe(torch.zeros(2000, 8, dtype=dtype), "gaussian", torch.arange(2000))
+    assert abs(gaussian.mean()) < 0.03 and abs(gaussian.var() - 1) < 0.05
+    many = hutchinson_probe(torch.zeros(4000, 2), "rademacher", torch.arange(4000))
+    assert abs(many.mean()) < 0.05
+    with pytest.raises(ConfigError, match="seeds"):
+        hutchinson_probe(like, "gaussian", [1, 2])
+
+
+def test_dequantisation_seeded_per_sample():
+    levels = 17
+    x = (torch.arange(levels, dtype=torch.float32) / 8 - 1).repeat(20).reshape(20, levels)
+    deq = dequantize(x, levels=levels, seeds=torch.arange(20))
+    bins = ((deq + 1) / 2 * levels).floor()
+    assert torch.equal(bins, torch.arange(levels, dtype=torch.float32).expand(20, levels))
+    assert deq.dtype == torch.float32
+    u = (deq + 1) / 2 * levels - bins
+    assert abs(u.mean() - 0.5) < 0.05 and u.min() >= 0 and u.max() < 1
+    torch.testing.assert_close(dequantize(x[[7, 2]], levels=levels, seeds=[7, 2]), deq[[7, 2]], rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="not both"):
+        dequantize(x, levels=levels, seeds=torch.arange(20), generator=torch.Generator())
 
 
 def test_likelihood_under_inference_mode():
@@ -83,3 +145,30 @@ def test_bad_options_raise():
         log_likelihood(_velocity, torch.zeros(1, 2), divergence="skilling")
     with pytest.raises(ConfigError, match="probe"):
         log_likelihood(_velocity, torch.zeros(1, 2), divergence="hutchinson", probe="uniform")
+    with pytest.raises(ConfigError, match="not both"):
+        log_likelihood(_velocity, torch.zeros(1, 2), divergence="hutchinson", seeds=[0], generator=torch.Generator())
+    with pytest.raises(ConfigError, match="2 seeds for a batch of 1"):
+        log_likelihood(_velocity, torch.zeros(1, 2), divergence="hutchinson", seeds=[0, 1])
+
+
+@pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
+def test_flow_model_bits_per_dim_of_a_sample_does_not_depend_on_its_batch(probe):
+    from _nets import TinyVelocityNet
+
+    from framework.generative.flow.model import FlowMatching
+
+    torch.manual_seed(0)
+    model = FlowMatching(3, (1, 4, 4), net=TinyVelocityNet((1, 4, 4), 3)).double().eval()
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, 17, (6, 1, 4, 4), generator=g).double() / 8 - 1  # 17 levels, as the digits
+    labels, index = torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6)
+
+    def bits(rows):
+        # Per-sample seeds for the dequantisation and the probe: the sample's index in the data.
+        x = dequantize(data[rows], levels=17, seeds=index[rows])
+        f = model.velocity_field(labels[rows])
+        result = log_likelihood(f, x, divergence="hutchinson", probe=probe, seeds=index[rows], solver="rk4", steps=4)
+        return result.bits_per_dim(levels=17)
+
+    full, part = bits(torch.arange(6)), bits(torch.tensor([4, 1]))
+    torch.testing.assert_close(part, full[[4, 1]], rtol=1e-12, atol=1e-12)
