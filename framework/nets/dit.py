@@ -62,6 +62,8 @@ class DiT(nn.Module):
         depth: Number of transformer blocks.
         num_heads: Attention heads.
         mlp_ratio: MLP width / token width.
+        augment_dim: Width of EDM's augment labels (0: none), mapped onto the noise features;
+            set by the ``diffusion`` model from its augmentation pipeline.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class DiT(nn.Module):
         depth: int = 4,
         num_heads: int = 4,
         mlp_ratio: float = 4.0,
+        augment_dim: int = 0,
     ) -> None:
         super().__init__()
         c, h, w = require_image_shape("dit", data_shape)
@@ -83,7 +86,8 @@ class DiT(nn.Module):
         self.c, self.p, self.gh, self.gw = c, patch_size, h // patch_size, w // patch_size
         self.embed = nn.Conv2d(c, hidden_size, patch_size, stride=patch_size)
         self.register_buffer("pos", _sincos_2d(hidden_size, self.gh, self.gw)[None], persistent=False)
-        self.cond = Conditioning(hidden_size, num_classes, noise_channels=256)
+        self.cond = Conditioning(hidden_size, num_classes, noise_channels=256, augment_dim=augment_dim)
+        self.augment_dim = self.cond.augment_dim
         self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
         self.final_norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
@@ -110,10 +114,12 @@ class DiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: Tensor, noise_level: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, noise_level: Tensor, labels: Tensor | None = None, augment_labels: Tensor | None = None
+    ) -> Tensor:
         b = x.shape[0]
         tokens = self.embed(x).flatten(2).transpose(1, 2) + self.pos
-        c = self.cond(noise_level, labels)
+        c = self.cond(noise_level, labels, augment_labels)
         for block in self.blocks:
             tokens = block(tokens, c)
         shift, scale = self.final_ada(c).chunk(2, dim=1)

@@ -56,27 +56,50 @@ EMBEDDINGS = {"positional": PositionalEmbedding, "fourier": FourierEmbedding}
 
 
 class Conditioning(nn.Module):
-    """``(noise_level, labels) -> (B, dim)``: noise embedding MLP plus class embedding.
+    """``(noise_level, labels[, augment_labels]) -> (B, dim)``: noise embedding MLP plus class embedding.
+
+    With ``augment_dim > 0`` a bias-free linear map of EDM's augment labels is added to the
+    noise features before the MLP (EDM's ``map_augment`` in ``SongUNet``/``DhariwalUNet``);
+    zero labels, or none, add nothing, which is how sampling asks for un-augmented images.
 
     Args:
         dim: Output width.
         num_classes: Number of classes (0: unconditional); row ``num_classes`` is the null label.
         noise_channels: Width of the sinusoidal/Fourier features before the MLP.
         embedding: ``positional`` or ``fourier``.
+        augment_dim: Width of the augment labels (0: none; EDM CIFAR-10: 9).
     """
 
-    def __init__(self, dim: int, num_classes: int, noise_channels: int = 64, embedding: str = "positional") -> None:
+    def __init__(
+        self, dim: int, num_classes: int, noise_channels: int = 64, embedding: str = "positional", augment_dim: int = 0
+    ) -> None:
         super().__init__()
         if embedding not in EMBEDDINGS:
             raise ConfigError(f"unknown noise embedding {embedding!r}; choose one of {', '.join(EMBEDDINGS)}")
+        if augment_dim < 0:
+            raise ConfigError(f"augment_dim must be >= 0, got {augment_dim}")
         self.num_classes = int(num_classes)
+        self.augment_dim = int(augment_dim)
         self.noise = nn.Sequential(
             EMBEDDINGS[embedding](noise_channels), nn.Linear(noise_channels, dim), nn.SiLU(), nn.Linear(dim, dim)
         )
         self.label = nn.Embedding(self.num_classes + 1, dim) if self.num_classes > 0 else None
+        self.augment = None
+        if self.augment_dim:
+            self.augment = nn.Linear(self.augment_dim, noise_channels, bias=False)
+            nn.init.xavier_uniform_(self.augment.weight)  # EDM's init_mode for SongUNet
 
-    def forward(self, noise_level: Tensor, labels: Tensor | None) -> Tensor:
-        emb = self.noise(noise_level)
+    def forward(self, noise_level: Tensor, labels: Tensor | None, augment_labels: Tensor | None = None) -> Tensor:
+        features = self.noise[0](noise_level)
+        if augment_labels is not None:
+            if self.augment is None or augment_labels.shape[-1] != self.augment_dim:
+                raise ConfigError(
+                    f"augment labels of width {augment_labels.shape[-1]} given to a net built with augment_dim={self.augment_dim}"
+                )
+            features = features + self.augment(augment_labels.to(features.dtype))
+        emb = features
+        for layer in self.noise[1:]:
+            emb = layer(emb)
         if self.label is not None:
             if labels is None:  # no label given: the null class
                 labels = torch.full((emb.shape[0],), self.num_classes, dtype=torch.long, device=emb.device)

@@ -68,8 +68,10 @@ class AttentionBlock(nn.Module):
 class UNet(nn.Module):
     """U-Net denoiser (DDPM++ / ADM style): residual blocks, attention at chosen resolutions.
 
-    ``forward(x, noise_level, labels)``: the noise level goes through a sinusoidal embedding
-    and an MLP, the class embedding is added to it, and every residual block takes the sum.
+    ``forward(x, noise_level, labels, augment_labels=None)``: the noise level goes through a
+    sinusoidal embedding and an MLP, the class embedding is added to it, and every residual
+    block takes the sum. With ``augment_dim`` the net also takes EDM's augment labels
+    (:mod:`framework.generative.diffusion.augment`), mapped onto the noise features.
 
     Args:
         data_shape: (C, H, W) of the images.
@@ -81,6 +83,8 @@ class UNet(nn.Module):
         num_heads: Attention heads.
         dropout: Dropout inside the residual blocks.
         embedding: Noise embedding, ``positional`` or ``fourier``.
+        augment_dim: Width of the augment labels (0: none; EDM CIFAR-10: 9). Set by the
+            ``diffusion`` model from its augmentation pipeline.
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class UNet(nn.Module):
         num_heads: int = 1,
         dropout: float = 0.1,
         embedding: str = "positional",
+        augment_dim: int = 0,
     ) -> None:
         super().__init__()
         c, h, w = require_image_shape("unet", data_shape)
@@ -101,7 +106,8 @@ class UNet(nn.Module):
         if levels < 1 or h % 2 ** (levels - 1) or w % 2 ** (levels - 1):
             raise ConfigError(f"unet: {h}x{w} images cannot be halved {levels - 1} times (channel_mult {tuple(channel_mult)})")
         emb_dim = 4 * channels
-        self.cond = Conditioning(emb_dim, num_classes, noise_channels=channels, embedding=embedding)
+        self.cond = Conditioning(emb_dim, num_classes, noise_channels=channels, embedding=embedding, augment_dim=augment_dim)
+        self.augment_dim = self.cond.augment_dim
         self.stem = nn.Conv2d(c, channels, 3, padding=1)
         self.down = nn.ModuleList()
         skips, ch, res = [channels], channels, h
@@ -143,8 +149,10 @@ class UNet(nn.Module):
             return h
         return stage(h)
 
-    def forward(self, x: Tensor, noise_level: Tensor, labels: Tensor | None = None) -> Tensor:
-        emb = self.cond(noise_level, labels)
+    def forward(
+        self, x: Tensor, noise_level: Tensor, labels: Tensor | None = None, augment_labels: Tensor | None = None
+    ) -> Tensor:
+        emb = self.cond(noise_level, labels, augment_labels)
         h = self.stem(x)
         hs = [h]
         for stage in self.down:

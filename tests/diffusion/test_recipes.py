@@ -2,10 +2,14 @@
 
 import glob
 import os
+import warnings
 
 import pytest
+import torch
+import yaml
 
-from framework.cli import run_cli
+from framework.callbacks import HalfLifeEMA
+from framework.cli import resolve_class_path, run_cli
 from framework.generative.diffusion import Diffusion, NoisyClassifier
 
 RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "recipes")
@@ -55,3 +59,35 @@ def test_fit_then_sample_through_the_cli(in_tmp):
     assert images.shape == (20, 1, 8, 8) and images.dtype == np.float32
     assert labels.tolist() == [c for c in range(10) for _ in range(2)]
     assert (in_tmp / "out" / "grid.png").exists()
+
+
+def test_edm_recipe_follows_edm_train_py():
+    """NVlabs/edm `train.py --cond=1 --arch=ddpmpp` (and `training_loop.py`'s defaults), number by number."""
+    with open(os.path.join(RECIPES, "diffusion_cifar10_edm.yaml")) as f:
+        config = yaml.safe_load(f)
+    trainer, model, data = config["trainer"], config["model"]["init_args"], config["data"]["init_args"]
+    batch = trainer["devices"] * data["batch_size"] * trainer.get("accumulate_grad_batches", 1)
+    assert batch == 512
+    assert (trainer["max_steps"] - 1) * batch < 200e6 <= trainer["max_steps"] * batch  # --duration 200 Mimg
+    assert trainer["precision"] == "32-true"  # --fp16 off
+    (ema,) = [c for c in trainer["callbacks"] if "ema" in c["class_path"].lower()]
+    assert resolve_class_path(ema["class_path"], None) == f"{HalfLifeEMA.__module__}.{HalfLifeEMA.__name__}"
+    assert ema["init_args"] == {"halflife_kimg": 500, "rampup_ratio": 0.05}  # --ema 0.5 Mimg, ema_rampup_ratio
+    assert model["net_args"]["dropout"] == 0.13 and model["augment_p"] == 0.12 and model["label_dropout"] == 0
+    assert "augment_args" not in model  # train.py's multipliers are the pipeline's defaults
+    assert data["horizontal_flip"] is False and data["crop_padding"] == 0  # --xflip off
+    # Adam(lr 1e-3, betas (0.9, 0.999), eps 1e-8) on a loss summed over pixels = eps / pixels on our mean.
+    adam = model["optimizer"]["init_args"]
+    assert adam["lr"] == 1e-3 and adam["betas"] == [0.9, 0.999]
+    assert adam["eps"] * 3 * 32 * 32 == pytest.approx(1e-8, rel=1e-6)
+    # lr_rampup_kimg 10000: step k trains at lr * min(k * batch / 1e7, 1).
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], **adam)
+    scheduler = getattr(torch.optim.lr_scheduler, model["scheduler"]["class_path"].rsplit(".", 1)[1])
+    scheduler = scheduler(opt, **model["scheduler"]["init_args"])
+    worst = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stepping the scheduler without optimizer steps
+        for k in range(21000):
+            worst = max(worst, abs(opt.param_groups[0]["lr"] - adam["lr"] * min(k * batch / 1e7, 1)))
+            scheduler.step()
+    assert worst < 1.5e-5 * adam["lr"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +15,7 @@ from torch import Tensor, nn
 import registry
 from framework.errors import ConfigError, DataNotFoundError
 from framework.generative.base import GenerativeModule
+from framework.generative.diffusion.augment import EDM_CIFAR10, AugmentPipe
 from framework.generative.diffusion.formulations import Formulation
 from framework.generative.diffusion.samplers import (
     Denoiser,
@@ -33,9 +36,11 @@ class Diffusion(GenerativeModule):
     Training minimises the formulation's denoising loss (score matching for ``vp``,
     ``subvp``, ``ve``; EDM's preconditioned loss for ``edm``); labels are replaced by the
     null class ``num_classes`` with probability ``label_dropout`` so that classifier-free
-    guidance works. Sampling runs any registered sampler on the denoiser ``D(x, sigma, y)``
-    (``lightning list sampler``); every sample's initial and per-step noise comes from its
-    own seed.
+    guidance works. With ``augment_p > 0`` the training images go through EDM's non-leaking
+    augmentation pipeline (:mod:`framework.generative.diffusion.augment`) and the net is
+    conditioned on the augment labels; sampling gives it none (no augmentation). Sampling
+    runs any registered sampler on the denoiser ``D(x, sigma, y)`` (``lightning list
+    sampler``); every sample's initial and per-step noise comes from its own seed.
 
     Args:
         num_classes: Number of classes (0: unconditional); linked from the data by the CLI.
@@ -46,6 +51,11 @@ class Diffusion(GenerativeModule):
         formulation_args: Its arguments (``beta_min``, ``sigma_max``, ``sigma_data``, ...).
         likelihood_weighting: score_sde's likelihood weighting of the SDE losses.
         label_dropout: Probability of training a sample with the null label.
+        augment_p: Probability multiplier of EDM's augmentations (0: off; EDM CIFAR-10: 0.12).
+            The net (``unet`` or ``dit``) gets ``augment_dim`` set to the labels' width.
+        augment_args: Overrides of EDM CIFAR-10's multipliers (``xflip`` 1e8, ``yflip``,
+            ``scale``, ``rotate_frac``, ``aniso``, ``translate_frac`` 1; also ``rotate_int``,
+            ``translate_int``) and ranges (``scale_std`` 0.2, ...); see ``AugmentPipe``.
         sampler: Default sampler (``edm_heun``, ``dpmpp_2m``, ``ddim``, ``pc``, ``pf_ode``, ...).
         steps: Default number of noise levels (EDM Heun: 18 steps = 35 NFE).
         schedule: Noise levels: ``karras`` or ``time`` (default: the formulation's own).
@@ -68,6 +78,8 @@ class Diffusion(GenerativeModule):
         formulation_args: dict[str, Any] | None = None,
         likelihood_weighting: bool = False,
         label_dropout: float = 0.1,
+        augment_p: float = 0.0,
+        augment_args: dict[str, Any] | None = None,
         sampler: str = "edm_heun",
         steps: int = 18,
         schedule: str | None = None,
@@ -85,12 +97,21 @@ class Diffusion(GenerativeModule):
         self.save_hyperparameters()
         if not 0 <= label_dropout < 1:
             raise ConfigError(f"label_dropout must be in [0, 1), got {label_dropout}")
+        #: EDM's augmentation pipeline applied to training batches (None: off).
+        self.augment_pipe = build_augment_pipe(augment_p, augment_args)
+        augment_dim = self.augment_pipe.label_dim if self.augment_pipe is not None else 0
         if isinstance(net, nn.Module):
+            if augment_dim and getattr(net, "augment_dim", 0) != augment_dim:
+                raise ConfigError(f"augment_p > 0 needs a net built with augment_dim={augment_dim}")
             self.net = net
         else:
-            self.net = registry.create(
-                "net", net, data_shape=self.data_shape, num_classes=self.num_classes, **(net_args or {})
-            )
+            net_args = dict(net_args or {})
+            if augment_dim:
+                if "augment_dim" not in inspect.signature(registry.get("net", net)).parameters:
+                    raise ConfigError(f"net {net!r} takes no augment labels; augment_p > 0 needs unet or dit")
+                if net_args.setdefault("augment_dim", augment_dim) != augment_dim:
+                    raise ConfigError(f"net_args.augment_dim {net_args['augment_dim']} != the augment labels' width {augment_dim}")
+            self.net = registry.create("net", net, data_shape=self.data_shape, num_classes=self.num_classes, **net_args)
         try:
             self.formulation: Formulation = registry.create("formulation", formulation, **(formulation_args or {}))
         except TypeError as err:
@@ -114,10 +135,13 @@ class Diffusion(GenerativeModule):
         return self.num_classes
 
     # -- the net and the denoiser ---------------------------------------------------------
-    def forward(self, x: Tensor, noise_level: Tensor, labels: Tensor | None = None) -> Tensor:
-        """The raw net ``F(x, noise_level, labels)`` in the net's dtype; returns ``x``'s dtype."""
+    def forward(
+        self, x: Tensor, noise_level: Tensor, labels: Tensor | None = None, augment_labels: Tensor | None = None
+    ) -> Tensor:
+        """The raw net ``F(x, noise_level, labels[, augment_labels])`` in the net's dtype; returns ``x``'s dtype."""
         dtype = next(self.net.parameters()).dtype
-        out = self.net(x.to(dtype), noise_level.to(dtype), labels if self.num_classes > 0 else None)
+        extra = {} if augment_labels is None else {"augment_labels": augment_labels.to(dtype)}
+        out = self.net(x.to(dtype), noise_level.to(dtype), labels if self.num_classes > 0 else None, **extra)
         return out.to(x.dtype)
 
     def denoise(self, x: Tensor, sigma: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -155,13 +179,22 @@ class Diffusion(GenerativeModule):
         return model
 
     # -- training ---------------------------------------------------------------------------
-    def loss(self, x0: Tensor, labels: Tensor | None) -> Tensor:
-        """The formulation's denoising loss on a batch, labels dropped to the null class at random."""
+    def loss(self, x0: Tensor, labels: Tensor | None, augment: bool = True) -> Tensor:
+        """The formulation's denoising loss on a batch, labels dropped to the null class at random.
+
+        With the augmentation pipeline on (and ``augment``), the denoiser learns to restore the
+        augmented images, told how they were augmented (EDM's ``loss.py``).
+        """
         y = labels if self.num_classes > 0 else None
         if y is not None and self.label_dropout > 0:
             drop = torch.rand(len(y), device=y.device) < self.label_dropout
             y = torch.where(drop, torch.full_like(y, self.null_label), y)
-        return self.formulation.loss(self, x0, y, self.likelihood_weighting).mean()
+        net: Any = self
+        if augment and self.augment_pipe is not None:
+            with torch.autocast(x0.device.type, enabled=False):  # resampling in float32, as EDM
+                x0, augment_labels = self.augment_pipe(x0.float())
+            net = functools.partial(self, augment_labels=augment_labels)
+        return self.formulation.loss(net, x0, y, self.likelihood_weighting).mean()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch[0], batch[1]
@@ -174,7 +207,7 @@ class Diffusion(GenerativeModule):
         # The same noise every epoch, so that validation losses compare across epochs.
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
             torch.manual_seed(batch_idx)
-            loss = self.loss(x, y)
+            loss = self.loss(x, y, augment=False)  # the task sampling solves: un-augmented images
         self.log("val/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
 
     def configure_optimizers(self) -> Any:
@@ -297,6 +330,20 @@ class Diffusion(GenerativeModule):
             velocity, x, t_data=eps, t_noise=f.t_max, prior_logp=f.prior_logp, divergence=divergence,
             probe=probe, generator=generator, solver=solver, steps=steps, rtol=rtol, atol=atol,
         )
+
+
+def build_augment_pipe(augment_p: float, augment_args: dict[str, Any] | None) -> AugmentPipe | None:
+    """EDM CIFAR-10's pipeline at probability ``augment_p`` with ``augment_args`` overriding it; None when off."""
+    if not 0 <= augment_p <= 1:
+        raise ConfigError(f"augment_p must be in [0, 1], got {augment_p}")
+    if augment_p == 0:
+        if augment_args:
+            raise ConfigError("augment_args given but augment_p is 0: set augment_p (EDM CIFAR-10: 0.12)")
+        return None
+    try:
+        return AugmentPipe(p=augment_p, **{**EDM_CIFAR10, **(augment_args or {})})
+    except TypeError as err:
+        raise ConfigError(f"augment_args: {err}") from None
 
 
 def load_noisy_classifier(path: str) -> nn.Module:
