@@ -25,7 +25,8 @@ class GenerativeModule(ClasszooModule):
     ``sample_options`` are passed to ``generate``. ``ClasszooTrainer.sample`` sets both.
     The options it may pass are ``sampler``, ``steps``, ``guidance`` and ``guidance_scale``
     (each only when the user gives it) and whatever the user puts in ``options``; declare
-    the ones your ``generate`` understands as keyword arguments (a GAN declares none), so
+    the ones your ``generate`` understands as keyword arguments (a GAN declares ``use_ema`` and
+    ``standing_stats``, no sampler), so
     that an option it does not take is reported to the user instead of being ignored.
 
     Args:

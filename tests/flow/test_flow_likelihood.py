@@ -166,9 +166,16 @@ def test_flow_model_bits_per_dim_of_a_sample_does_not_depend_on_its_batch(probe)
     def bits(rows):
         # Per-sample seeds for the dequantisation and the probe: the sample's index in the data.
         x = dequantize(data[rows], levels=17, seeds=index[rows])
-        f = model.velocity_field(labels[rows])
-        result = log_likelihood(f, x, divergence="hutchinson", probe=probe, seeds=index[rows], solver="rk4", steps=4)
+        result = model.log_likelihood(
+            x, labels[rows], divergence="hutchinson", probe=probe, seeds=index[rows], solver="rk4", steps=4
+        )
         return result.bits_per_dim(levels=17)
 
     full, part = bits(torch.arange(6)), bits(torch.tensor([4, 1]))
     torch.testing.assert_close(part, full[[4, 1]], rtol=1e-12, atol=1e-12)
+    other_probe = "gaussian" if probe == "rademacher" else "rademacher"
+    x = dequantize(data, levels=17, seeds=index)
+    assert not torch.allclose(  # the probe option reaches the estimator
+        model.log_likelihood(x, labels, divergence="hutchinson", probe=other_probe, seeds=index, solver="rk4", steps=4).logp,
+        model.log_likelihood(x, labels, divergence="hutchinson", probe=probe, seeds=index, solver="rk4", steps=4).logp,
+    )

@@ -303,7 +303,9 @@ class FlowMatching(GenerativeModule):
         divergence: str = "exact",
         solver: str = "dopri5",
         steps: int = 100,
+        probe: str = "rademacher",
         generator: torch.Generator | None = None,
+        seeds: Tensor | Sequence[int] | None = None,
     ) -> LikelihoodResult:
         """``log p(x | labels)`` in nats under the learned flow (needs the Gaussian source).
 
@@ -313,14 +315,17 @@ class FlowMatching(GenerativeModule):
             divergence: ``exact`` (small dimensions) or ``hutchinson``.
             solver: ODE solver (``dopri5`` with rtol/atol 1e-5 by default).
             steps: Steps of a fixed-step solver.
-            generator: Generator of the Hutchinson probe.
+            probe: Hutchinson probe distribution, ``rademacher`` or ``gaussian``.
+            generator: Generator that draws the per-sample probe seeds when ``seeds`` is None.
+            seeds: One probe seed per sample, so a sample's estimate does not depend on its
+                batch (see :func:`framework.generative.likelihood.log_likelihood`).
         """
         if self.source.name != "gaussian":
             raise ConfigError("the likelihood needs the Gaussian source (a toy source has no density here)")
         labels = labels.to(x.device) if labels is not None and self.num_classes > 0 else None
         return log_likelihood(
             self.velocity_field(labels), x, t_data=1.0, t_noise=0.0, divergence=divergence,
-            generator=generator, solver=solver, steps=steps,
+            probe=probe, generator=generator, seeds=seeds, solver=solver, steps=steps,
         )
 
 
