@@ -25,9 +25,9 @@ class GenerativeModule(ClasszooModule):
     ``sample_options`` are passed to ``generate``. ``ClasszooTrainer.sample`` sets both.
     The options it may pass are ``sampler``, ``steps``, ``guidance`` and ``guidance_scale``
     (each only when the user gives it) and whatever the user puts in ``options``; declare
-    the ones your ``generate`` understands as keyword arguments (a GAN declares ``use_ema`` and
-    ``standing_stats``, no sampler), so
-    that an option it does not take is reported to the user instead of being ignored.
+    the ones your ``generate`` understands as keyword arguments (a GAN declares ``use_ema``
+    and ``standing_stats``, no sampler), so that an option it does not take is reported to
+    the user instead of being ignored.
 
     Args:
         num_classes: Number of classes (0: unconditional).
