@@ -180,7 +180,46 @@ def _make_cli_class():
         def after_fit(self) -> None:
             print_fit_summary(self.trainer)
 
+        def _run_subcommand(self, subcommand: str) -> None:
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            try:
+                super()._run_subcommand(subcommand)
+            except SystemExit as exit_:
+                # Lightning ends a run on SIGTERM with SIGTERMException (exit code 0), and on
+                # Ctrl-C with sys.exit(1) raised while handling the KeyboardInterrupt.
+                if isinstance(exit_, SIGTERMException):
+                    raise RunInterrupted(self.trainer, "terminated (SIGTERM)", 143) from None
+                if isinstance(exit_.__context__, KeyboardInterrupt):
+                    raise RunInterrupted(self.trainer, "interrupted", 130) from None
+                raise
+
     return ClasszooCLI
+
+
+class RunInterrupted(Exception):
+    """A run stopped by Ctrl-C or SIGTERM; the message names the newest checkpoint to resume from.
+
+    ``exit_code`` is what a shell reports for a program killed by the signal (128 + its number).
+    """
+
+    def __init__(self, trainer: Any, what: str, exit_code: int) -> None:
+        self.rank, self.exit_code = trainer.global_rank, exit_code
+        if trainer.state.fn != "fit":
+            super().__init__(what)
+            return
+        path = latest_checkpoint(trainer)
+        resume = f"newest checkpoint {path} (resume: --ckpt_path {path})" if path else "no checkpoint was saved"
+        super().__init__(f"{what} at step {trainer.global_step}; {resume}")
+
+
+def latest_checkpoint(trainer: Any) -> str | None:
+    """The most recently written checkpoint of the run's checkpoint callbacks, if any exists."""
+    paths = set()
+    for callback in trainer.checkpoint_callbacks:
+        paths |= {getattr(callback, key, "") for key in ("last_model_path", "best_model_path", "ckpt_path")}
+    found = [p for p in paths if isinstance(p, str) and p and os.path.isfile(p)]
+    return max(found, key=os.path.getmtime) if found else None
 
 
 def default_loggers(root: str) -> list:
@@ -317,6 +356,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    except RunInterrupted as stop:
+        if debug:
+            raise
+        if stop.rank == 0:  # DDP: every process gets the signal, one line is enough
+            print(f"{prog}: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:  # before the run started (parsing, building, downloading)
+        if debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
     except USER_ERRORS as err:
         if debug:
             raise

@@ -1,4 +1,9 @@
-"""ClasszooTrainer: Lightning's Trainer plus ``sample``, the engine of ``lightning sample``."""
+"""ClasszooTrainer: Lightning's Trainer plus ``sample``, the engine of ``lightning sample``.
+
+It also makes finished checkpoints safe from interruptions (docs/getting_started.md,
+"Interruptions and resuming"): checkpoints are written atomically (:class:`~framework.io.AtomicCheckpointIO`)
+and the final state of a fit is saved (:class:`~framework.callbacks.FinalCheckpoint`).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,14 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.plugins import CheckpointIO, TorchCheckpointIO
 from torch.utils.data import DataLoader
 
+from framework.callbacks.final_checkpoint import FinalCheckpoint
 from framework.errors import ConfigError
 from framework.generative.base import GenerativeModule
 from framework.generative.output import SampleRequests, SampleWriter, check_options
+from framework.io import AtomicCheckpointIO
 
 __all__ = ["ClasszooTrainer"]
 
@@ -24,8 +32,23 @@ _LIGHTNING_CKPT_ALIASES = ("best", "last", "hpc", "registry")
 class ClasszooTrainer(L.Trainer):
     """A :class:`lightning.Trainer` that can also draw samples from a generator (:meth:`sample`).
 
-    Everything else (``fit``, ``validate``, ``test``, ``predict``) is Lightning's.
+    Everything else (``fit``, ``validate``, ``test``, ``predict``) is Lightning's, with two
+    defaults added: local checkpoints are written atomically (unless ``plugins`` names a
+    ``CheckpointIO`` or the strategy brings its own), and a :class:`FinalCheckpoint` callback
+    saves the state a fit ends with.
     """
+
+    def __init__(self, **kwargs: Any) -> None:
+        # Keyword arguments only, as Lightning's Trainer; LightningCLI reads their types there.
+        callbacks = _as_list(kwargs.get("callbacks"))
+        if not any(isinstance(c, FinalCheckpoint) for c in callbacks):
+            callbacks.insert(0, FinalCheckpoint())
+        kwargs["callbacks"] = callbacks
+        super().__init__(**kwargs)
+        user_io = any(isinstance(p, CheckpointIO) for p in _as_list(kwargs.get("plugins")))
+        # Exactly Lightning's default: not a user's plugin, nor a strategy's own (XLA, async).
+        if not user_io and type(self.strategy.checkpoint_io) is TorchCheckpointIO:
+            self.strategy.checkpoint_io = AtomicCheckpointIO()
 
     def sample(
         self,
@@ -123,3 +146,7 @@ class ClasszooTrainer(L.Trainer):
             self.predict_loop.inference_mode = saved_inference_mode
             model.sample_seed, model.sample_options = saved_model_state
         return Path(output) / "samples.npz"
+
+
+def _as_list(value: Any) -> list:
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]

@@ -11,7 +11,8 @@ import torch
 
 from framework.callbacks.common import generate_share, require_generator, run_before_weight_averaging
 from framework.errors import ConfigError
-from framework.generative.output import SampleRequests, render_samples, write_atomic
+from framework.generative.output import SampleRequests, render_samples
+from framework.io import write_atomic
 from registry import register
 
 

@@ -21,6 +21,7 @@ Subclasses override the template hooks: ``step_epochs``, ``on_step_start``, ``tr
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
@@ -41,6 +42,7 @@ from framework.continual.functional import herding
 from framework.continual.scenario import IncrementalScenario
 from framework.core import ClasszooModule
 from framework.errors import ConfigError
+from framework.io import write_atomic
 from framework.models.classifier import configure_optimizer
 
 
@@ -356,17 +358,15 @@ class ContinualModule(ClasszooModule):
 
     @rank_zero_only
     def _write_files(self, results: dict[str, Any], log_dir: str) -> None:
-        os.makedirs(log_dir, exist_ok=True)
         payload = {"method": type(self).__name__, "steps_done": len(self.correct), **results, "step_seconds": self.step_seconds}
-        with open(os.path.join(log_dir, "metrics.json"), "w") as f:
-            json.dump(cl_metrics.to_json(payload), f, indent=1)
+        write_atomic(os.path.join(log_dir, "metrics.json"), json.dumps(cl_metrics.to_json(payload), indent=1))
         rows = cl_metrics.to_csv_rows(results)
-        with open(os.path.join(log_dir, "results.csv"), "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(cl_metrics.to_json(rows))
-        with open(os.path.join(log_dir, "scenario.json"), "w") as f:
-            json.dump(self.scenario.describe(), f)
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(cl_metrics.to_json(rows))
+        write_atomic(os.path.join(log_dir, "results.csv"), table.getvalue())
+        write_atomic(os.path.join(log_dir, "scenario.json"), json.dumps(self.scenario.describe()))
 
     # -- features and memory -------------------------------------------------------------------
     def features_of(self, split: str, indices: Tensor) -> tuple[Tensor, Tensor]:

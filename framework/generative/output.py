@@ -10,7 +10,7 @@ every rank, merges it on rank 0 and writes (``DESIGN.md``, "Outputs"):
 - ``DIR/grid.png``: one row per class (images), or a scatter plot coloured by class (2-D points);
 - ``DIR/sample_config.json``: seed, number per class, generation options, checkpoint.
 
-Files are written to a temporary name and renamed, so a crash never leaves half a file.
+Files are written with :func:`framework.io.write_atomic`, so a crash never leaves half a file.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from framework.errors import ConfigError
+from framework.io import write_atomic
 
 __all__ = [
     "SampleRequests",
@@ -39,7 +39,6 @@ __all__ = [
     "class_grid",
     "scatter_plot",
     "render_samples",
-    "write_atomic",
     "save_samples",
     "load_samples",
     "check_options",
@@ -162,28 +161,6 @@ def render_samples(images: Tensor, labels: Tensor, num_rows: int, columns: int =
 
 
 # -- files ----------------------------------------------------------------------------------
-def write_atomic(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_samples(
     directory: str | os.PathLike,
     images: Tensor | np.ndarray,
@@ -202,8 +179,7 @@ def save_samples(
     if picture is not None:
         write_atomic(directory / "grid.png", lambda f: picture.save(f, format="PNG"))
     if config is not None:
-        text = json.dumps(config, indent=2, default=str).encode()
-        write_atomic(directory / "sample_config.json", lambda f: f.write(text))
+        write_atomic(directory / "sample_config.json", json.dumps(config, indent=2, default=str))
     return npz
 
 

@@ -24,7 +24,6 @@ from framework.generative.output import (
     load_samples,
     sample_seeds,
     scatter_plot,
-    write_atomic,
 )
 from framework.trainer import ClasszooTrainer
 
@@ -219,15 +218,3 @@ def test_writer_refuses_missing_or_repeated_samples(tmp_path):
     assert not (tmp_path / "samples.npz").exists()
     with pytest.raises(ConfigError, match="predict_step must return"):
         writer.on_predict_batch_end(trainer, ToyGenerator(), torch.zeros(2), None, 0)
-
-
-def test_write_atomic_leaves_nothing_on_failure(tmp_path):
-    def broken(f):
-        f.write(b"half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        write_atomic(tmp_path / "samples.npz", broken)
-    assert list(tmp_path.iterdir()) == []
-    write_atomic(tmp_path / "x.bin", lambda f: f.write(b"ok"))
-    assert (tmp_path / "x.bin").read_bytes() == b"ok"
