@@ -20,7 +20,8 @@ class FinalCheckpoint(L.Callback):
 
     - ``last.ckpt``, when the checkpoint callback has ``save_last``;
     - the newest top-k file, when it has no ``monitor`` (its files then are the latest
-      states). A monitored top-k is kept as is: the final state has no fresh score.
+      states). A monitored top-k is kept as is: the final state has no fresh score (and
+      with ``save_last="link"`` Lightning points ``last.ckpt`` at that best file).
 
     :class:`~framework.trainer.ClasszooTrainer` adds it to every run; it does nothing after
     a run that stopped on a checkpoint already, and nothing when a run ends with an error
