@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,38 +43,88 @@ class ClasszooModule(L.LightningModule):
         # Subclasses that override this hook call super().on_fit_start().
         if self.device.type == "cpu":
             torch.set_flush_denormal(True)
+        if self.trainer.world_size > 1:
+            _fork_stream_per_rank(self.trainer.global_rank)
 
-    # -- exact resume -------------------------------------------------------------------------
+    # -- random streams: one per rank, saved for exact resume -----------------------------------
+    # ``seed_everything`` gives every DDP rank the same seed, so without a fork each rank would
+    # draw the same noise levels, noise, dropout masks and augmentations for its own shard of
+    # the batch (EDM seeds each rank apart for this reason). The fork happens after DDP has
+    # broadcast rank 0's initial weights, so the replicas still start equal.
     # Lightning checkpoints do not hold the random number generators, so a resumed run would
-    # shuffle and drop out differently from an uninterrupted one. The states are saved with the
+    # also draw differently from an uninterrupted one. Every rank's states are saved with the
     # checkpoint and restored when the first training epoch after loading starts. (Our
     # DataModules' loaders shuffle by (seed, epoch) and seed workers from their own
     # generator, so the sanity check and the loaders never draw from these.)
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            # plain types and tensors only: Lightning loads checkpoints with weights_only=True
-            "numpy": _numpy_state_to_plain(np.random.get_state()),
-            "python": random.getstate(),
-        }
+        states = _rng_states()
+        checkpoint["rng_states"] = states
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            # Lightning builds the checkpoint on every rank (rank 0 writes it), so all ranks are here.
+            checkpoint["rng_states_per_rank"] = _all_gather_objects(states, trainer.world_size)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._rng_states_to_restore = checkpoint.get("rng_states")
+        self._rng_checkpoint = {k: checkpoint[k] for k in ("rng_states", "rng_states_per_rank") if k in checkpoint}
 
     def on_train_epoch_start(self) -> None:
-        states = getattr(self, "_rng_states_to_restore", None)
-        if states:
-            torch.set_rng_state(states["torch"])
-            if states["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(states["cuda"])
-            np.random.set_state(_numpy_state_from_plain(states["numpy"]))
-            random.setstate(states["python"])
-        self._rng_states_to_restore = None
+        saved = getattr(self, "_rng_checkpoint", None)
+        self._rng_checkpoint = None
+        if not saved or "rng_states" not in saved:
+            return
+        rank, world_size = self.trainer.global_rank, self.trainer.world_size
+        per_rank = saved.get("rng_states_per_rank")
+        if world_size == 1 or (per_rank is not None and len(per_rank) == world_size):
+            _set_rng_states(per_rank[rank] if world_size > 1 else saved["rng_states"])
+            return
+        # Saved by another number of processes: continue from rank 0's streams, forked apart again.
+        _set_rng_states(saved["rng_states"])
+        _fork_stream_per_rank(rank)
+        if rank == 0:
+            warnings.warn(
+                f"the checkpoint was saved by {len(per_rank or [None])} process(es) and resumed by {world_size}: "
+                "random draws continue, but not exactly as an uninterrupted run's",
+                stacklevel=1,
+            )
 
     def save_hyperparameters(self, *args, **kwargs) -> None:  # noqa: D102 - same as Lightning's
         ignore = list(kwargs.pop("ignore", None) or []) + list(self.hparams_ignore)
         super().save_hyperparameters(*args, ignore=ignore, frame=kwargs.pop("frame", None) or _caller_frame(), **kwargs)
+
+
+def _rng_states() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # plain types and tensors only: Lightning loads checkpoints with weights_only=True
+        "numpy": _numpy_state_to_plain(np.random.get_state()),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    np.random.set_state(_numpy_state_from_plain(states["numpy"]))
+    random.setstate(states["python"])
+
+
+def _fork_stream_per_rank(rank: int) -> None:
+    """Reseed torch, NumPy and Python from the current (shared) torch state folded with ``rank``."""
+    base = int(torch.randint(0, 2**62, (1,)))  # the same on every rank: their states are equal here
+    seed = (base + 0x9E3779B97F4A7C15 * (rank + 1)) % 2**63
+    torch.manual_seed(seed)  # also every CUDA device
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _all_gather_objects(obj: Any, world_size: int) -> list[Any]:
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def _numpy_state_to_plain(state: tuple) -> list:

@@ -282,12 +282,13 @@ class ContinualModule(ClasszooModule):
         start, end = self.scenario.step_range(step)
         self.reset_rows(start, end)
         self.on_step_start(step)
+        self._sync_from_rank_zero()
         self._new_optimizer = self.step_epochs(step) > 0
 
     def _run_finished_steps(self) -> None:
         """End every step whose epochs are done, and begin the next, until one needs training."""
         while not self.done and self.step_epoch >= self.step_epochs(self.step):
-            self._sync_buffers()
+            self._sync_from_rank_zero()
             self.on_step_end(self.step)
             self._record(self.step, time.perf_counter() - self._step_clock)
             if self.step + 1 == self.scenario.num_steps:
@@ -298,12 +299,13 @@ class ContinualModule(ClasszooModule):
                 self._begin_step(self.step + 1)
 
     @torch.no_grad()
-    def _sync_buffers(self) -> None:
-        """Give every rank rank 0's buffers (batch-norm statistics drift apart under DDP), so that
-        features, herding and evaluation agree across ranks."""
+    def _sync_from_rank_zero(self) -> None:
+        """Give every rank rank 0's parameters and buffers where DDP does not keep them equal:
+        batch-norm statistics drift apart, and the rows of new classes are initialised from each
+        rank's own random stream. Features, herding and evaluation then agree across ranks."""
         if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            for buffer in self.buffers():
-                torch.distributed.broadcast(buffer, src=0)
+            for tensor in [*self.parameters(), *self.buffers()]:
+                torch.distributed.broadcast(tensor.data, src=0)
 
     @torch.no_grad()
     def predict(self, split: str, indices: Tensor, num_seen: int) -> Tensor:
