@@ -69,7 +69,7 @@ def test_edm_recipe_follows_edm_train_py():
     batch = trainer["devices"] * data["batch_size"] * trainer.get("accumulate_grad_batches", 1)
     assert batch == 512
     assert (trainer["max_steps"] - 1) * batch < 200e6 <= trainer["max_steps"] * batch  # --duration 200 Mimg
-    assert trainer["precision"] == "32-true"  # --fp16 off
+    assert trainer["precision"] == "bf16-mixed"  # ours; EDM's --fp16 off is 32-true (said in the recipe)
     (ema,) = [c for c in trainer["callbacks"] if "ema" in c["class_path"].lower()]
     assert resolve_class_path(ema["class_path"], None) == f"{HalfLifeEMA.__module__}.{HalfLifeEMA.__name__}"
     assert ema["init_args"] == {"halflife_kimg": 500, "rampup_ratio": 0.05}  # --ema 0.5 Mimg, ema_rampup_ratio
