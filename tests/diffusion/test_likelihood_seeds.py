@@ -34,13 +34,13 @@ def test_pf_ode_estimate_of_a_sample_does_not_depend_on_its_batch(probe):
     torch.testing.assert_close(direct.logp, via_module.logp, rtol=0, atol=0)
 
     seeds = torch.tensor([40, 41, 42, 43])
-    full = log_likelihood(_field(model, labels), x, seeds=seeds, **ends, **options)
+    full = model.log_likelihood(x, labels, seeds=seeds, **options)
     rows = torch.tensor([3, 0])
     others = torch.rand(1, 1, 8, 8, dtype=torch.float64) * 2 - 1
-    part = log_likelihood(
-        _field(model, torch.cat([torch.tensor([2]), labels[rows]])), torch.cat([others, x[rows]]),
-        seeds=torch.cat([torch.tensor([7]), seeds[rows]]), **ends, **options,
+    part = model.log_likelihood(
+        torch.cat([others, x[rows]]), torch.cat([torch.tensor([2]), labels[rows]]),
+        seeds=torch.cat([torch.tensor([7]), seeds[rows]]), **options,
     )
     torch.testing.assert_close(part.logp[1:], full.logp[rows], rtol=1e-12, atol=1e-9)
-    reseeded = log_likelihood(_field(model, labels[:1].repeat(4)), x[:1].repeat(4, 1, 1, 1), seeds=[1, 2, 3, 4], **ends, **options)
+    reseeded = model.log_likelihood(x[:1].repeat(4, 1, 1, 1), labels[:1].repeat(4), seeds=[1, 2, 3, 4], **options)
     assert reseeded.logp.unique().numel() > 1  # the probe matters: the invariance is not trivial

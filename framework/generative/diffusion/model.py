@@ -293,6 +293,7 @@ class Diffusion(GenerativeModule):
         generator: torch.Generator | None = None,
         rtol: float = 1e-5,
         atol: float = 1e-5,
+        seeds: Tensor | Sequence[int] | None = None,
     ):
         """``log p(x | labels)`` in nats through the probability-flow ODE (score_sde's ``likelihood.py``).
 
@@ -308,9 +309,11 @@ class Diffusion(GenerativeModule):
             solver: ODE solver (``dopri5`` with rtol = atol = 1e-5, as score_sde).
             steps: Steps of a fixed-step solver.
             eps: Data-end time (default: the formulation's ``likelihood_eps``, score_sde's 1e-5).
-            generator: CPU generator of the Hutchinson probe.
+            generator: CPU generator that draws the per-sample probe seeds when ``seeds`` is None.
             rtol: Relative tolerance of ``dopri5`` (score_sde: 1e-5).
             atol: Absolute tolerance of ``dopri5`` (score_sde: 1e-5).
+            seeds: One probe seed per sample, so a sample's estimate does not depend on its
+                batch (see :func:`framework.generative.likelihood.log_likelihood`).
         """
         from framework.generative.likelihood import log_likelihood
 
@@ -328,7 +331,7 @@ class Diffusion(GenerativeModule):
 
         return log_likelihood(
             velocity, x, t_data=eps, t_noise=f.t_max, prior_logp=f.prior_logp, divergence=divergence,
-            probe=probe, generator=generator, solver=solver, steps=steps, rtol=rtol, atol=atol,
+            probe=probe, generator=generator, seeds=seeds, solver=solver, steps=steps, rtol=rtol, atol=atol,
         )
 
 
