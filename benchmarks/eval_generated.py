@@ -159,18 +159,22 @@ def evaluate_samples(
 def digits_bits_per_dim(model: Any, count: int) -> dict:
     """Bits/dim of the first ``count`` test digits, dequantised within their 17 levels.
 
-    ``model`` is any generator with ``log_likelihood(x, labels, divergence=..., generator=...)``
-    (diffusion: the PF-ODE; flow: the change of variables), Hutchinson-Rademacher, seed 0.
+    ``model`` is any generator with ``log_likelihood(x, labels, divergence=..., seeds=...)``
+    (diffusion: the PF-ODE; flow: the change of variables), Hutchinson-Rademacher. Test digit
+    i is dequantised with seed ``sample_seeds(i, 0)`` and probed with ``sample_seeds(i, 1)``,
+    so its estimate does not depend on ``count`` or on its batch-mates.
     """
     from framework.data.digits import DigitsDataModule
     from framework.generative.likelihood import dequantize
+    from framework.generative.output import sample_seeds
 
     data = DigitsDataModule()
     data.setup("test")
     x, y = data.test_dataset.x[:count], data.test_dataset.y[:count]
-    g = torch.Generator().manual_seed(0)
+    index = torch.arange(len(x))
     start = time.perf_counter()
-    result = model.log_likelihood(dequantize(x, levels=17, generator=g), y, divergence="hutchinson", generator=g)
+    x = dequantize(x, levels=17, seeds=sample_seeds(index, 0))
+    result = model.log_likelihood(x, y, divergence="hutchinson", seeds=sample_seeds(index, 1))
     bpd = result.bits_per_dim(levels=17)
     return {"count": count, "bpd": round(bpd.mean().item(), 4), "bpd_sem": round((bpd.std() / count**0.5).item(), 4),
             "nfe": result.nfe, "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip

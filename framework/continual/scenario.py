@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from framework.data.base import ClasszooDataModule, InMemoryDataset
 from framework.errors import ConfigError
+from framework.io import write_atomic
 from registry import register
 
 __all__ = ["ClassIncremental", "FewShotIncremental", "IncrementalScenario", "class_order_from_seed", "relabel"]
@@ -367,10 +368,8 @@ class FewShotIncremental(IncrementalScenario):
                 chosen.append(np.sort(rng.choice(pool, self.shots, replace=False)))
             sessions.append(torch.from_numpy(np.concatenate(chosen)).long())
         self._session_indices = sessions
-        if self.support_file:
-            os.makedirs(os.path.dirname(os.path.abspath(self.support_file)), exist_ok=True)
-            with open(self.support_file, "w") as f:
-                json.dump({**self.describe(), "support_seed": self.support_seed}, f)
+        if self.support_file:  # written whole or not at all: a cut-off file would fail the next run
+            write_atomic(self.support_file, json.dumps({**self.describe(), "support_seed": self.support_seed}))
 
     def _read_index_files(self) -> None:
         files = sorted(

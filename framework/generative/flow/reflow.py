@@ -18,6 +18,7 @@ from torch import Tensor
 
 from framework.data.base import ClasszooDataModule, InMemoryDataset
 from framework.errors import ConfigError, DataNotFoundError
+from framework.io import write_atomic
 from registry import RegistryError, register
 
 __all__ = ["PairDataset", "ReflowPairs", "generate_pairs", "load_flow"]
@@ -169,9 +170,8 @@ class ReflowPairs(ClasszooDataModule):
         x0, x1, self.teacher_nfe = generate_pairs(
             teacher, labels, index + self.seed, self.generation_batch_size, **self.teacher_options
         )
-        if self.cache:
-            os.makedirs(os.path.dirname(os.path.abspath(self.cache)), exist_ok=True)
-            np.savez(self.cache, x0=x0.numpy(), x1=x1.numpy(), labels=labels.numpy())
+        if self.cache:  # written whole or not at all: a cut-off cache would fail the next run
+            write_atomic(self.cache, lambda f: np.savez(f, x0=x0.numpy(), x1=x1.numpy(), labels=labels.numpy()))
         return x0, x1, labels
 
     def setup(self, stage: str | None = None) -> None:
