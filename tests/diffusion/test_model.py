@@ -228,3 +228,29 @@ def test_bad_configuration_raises():
         _tiny().generate(torch.zeros(1, dtype=torch.long), [0], steps=2, guidance="classifier", guidance_scale=2)
     with pytest.raises(ConfigError):
         _tiny(formulation="edm", likelihood_weighting=True).loss(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("nan_to_num", [True, False])
+def test_grad_nan_to_num_replaces_nonfinite_gradients_before_the_step(nan_to_num):
+    class PoisonGradients(L.Callback):
+        def on_after_backward(self, trainer, pl_module):
+            grad = pl_module.net.parameters().__next__().grad.view(-1)
+            grad[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+            self.grad = grad
+
+    torch.manual_seed(0)
+    model = _tiny(grad_nan_to_num=nan_to_num, optimizer=lambda p: torch.optim.SGD(p, lr=1.0))
+    first = next(model.net.parameters())
+    before = first.detach().clone().view(-1)
+    poison = PoisonGradients()
+    data = DataLoader(TensorDataset(torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 2, 0])), batch_size=4)
+    trainer = L.Trainer(max_steps=1, callbacks=[poison], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(model, data)
+    after = first.detach().view(-1)
+    if nan_to_num:  # EDM: nan -> 0, +-inf -> +-1e5, then a plain SGD step of lr 1
+        assert poison.grad[:3].tolist() == [0.0, 1e5, -1e5]
+        torch.testing.assert_close(after[:3], before[:3] - torch.tensor([0.0, 1e5, -1e5]))
+        assert torch.isfinite(after).all()
+    else:
+        assert not torch.isfinite(after[:3]).any()

@@ -74,6 +74,7 @@ def test_edm_recipe_follows_edm_train_py():
     assert resolve_class_path(ema["class_path"], None) == f"{HalfLifeEMA.__module__}.{HalfLifeEMA.__name__}"
     assert ema["init_args"] == {"halflife_kimg": 500, "rampup_ratio": 0.05}  # --ema 0.5 Mimg, ema_rampup_ratio
     assert model["net_args"]["dropout"] == 0.13 and model["augment_p"] == 0.12 and model["label_dropout"] == 0
+    assert model["grad_nan_to_num"] is True  # training_loop.py's nan_to_num of the gradients
     assert "augment_args" not in model  # train.py's multipliers are the pipeline's defaults
     assert data["horizontal_flip"] is False and data["crop_padding"] == 0  # --xflip off
     # Adam(lr 1e-3, betas (0.9, 0.999), eps 1e-8) on a loss summed over pixels = eps / pixels on our mean.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -56,6 +56,8 @@ class Diffusion(GenerativeModule):
         augment_args: Overrides of EDM CIFAR-10's multipliers (``xflip`` 1e8, ``yflip``,
             ``scale``, ``rotate_frac``, ``aniso``, ``translate_frac`` 1; also ``rotate_int``,
             ``translate_int``) and ranges (``scale_std`` 0.2, ...); see ``AugmentPipe``.
+        grad_nan_to_num: Replace NaN / +-inf gradients by 0 / +-1e5 before each optimizer
+            step, as EDM's training loop does (its CIFAR-10 recipe has it on).
         sampler: Default sampler (``edm_heun``, ``dpmpp_2m``, ``ddim``, ``pc``, ``pf_ode``, ...).
         steps: Default number of noise levels (EDM Heun: 18 steps = 35 NFE).
         schedule: Noise levels: ``karras`` or ``time`` (default: the formulation's own).
@@ -80,6 +82,7 @@ class Diffusion(GenerativeModule):
         label_dropout: float = 0.1,
         augment_p: float = 0.0,
         augment_args: dict[str, Any] | None = None,
+        grad_nan_to_num: bool = False,
         sampler: str = "edm_heun",
         steps: int = 18,
         schedule: str | None = None,
@@ -118,6 +121,7 @@ class Diffusion(GenerativeModule):
             raise ConfigError(f"formulation {formulation!r}: {err}") from None
         registry.entry("sampler", sampler)  # an unknown default sampler fails at construction
         self.likelihood_weighting = likelihood_weighting
+        self.grad_nan_to_num = grad_nan_to_num
         self.label_dropout = label_dropout if self.num_classes > 0 else 0.0
         self.sample_defaults = {"sampler": sampler, "steps": steps, "schedule": schedule, **(sampler_args or {})}
         self.guidance, self.guidance_scale, self.classifier_scale = guidance, guidance_scale, classifier_scale
@@ -209,6 +213,10 @@ class Diffusion(GenerativeModule):
             torch.manual_seed(batch_idx)
             loss = self.loss(x, y, augment=False)  # the task sampling solves: un-augmented images
         self.log("val/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.grad_nan_to_num:
+            replace_nonfinite_gradients(self.parameters())
 
     def configure_optimizers(self) -> Any:
         from framework.models.classifier import configure_optimizer
@@ -333,6 +341,19 @@ class Diffusion(GenerativeModule):
             velocity, x, t_data=eps, t_noise=f.t_max, prior_logp=f.prior_logp, divergence=divergence,
             probe=probe, generator=generator, seeds=seeds, solver=solver, steps=steps, rtol=rtol, atol=atol,
         )
+
+
+@torch.no_grad()
+def replace_nonfinite_gradients(parameters: Iterable[nn.Parameter], bound: float = 1e5) -> None:
+    """NaN gradients become 0 and +-inf become +-``bound``, in place (EDM ``training_loop.py``).
+
+    One bad sample then costs a step's worth of noise instead of NaN weights for the rest of
+    the run; with a GradScaler (fp16) Lightning calls this after unscaling, where an inf
+    already made the scaler skip the step.
+    """
+    for p in parameters:
+        if p.grad is not None:
+            torch.nan_to_num(p.grad, nan=0.0, posinf=bound, neginf=-bound, out=p.grad)
 
 
 def build_augment_pipe(augment_p: float, augment_args: dict[str, Any] | None) -> AugmentPipe | None:
