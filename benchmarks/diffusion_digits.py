@@ -168,17 +168,21 @@ def main() -> None:
     parser.add_argument("--skip-train", action="store_true", help="reuse the last checkpoint in --workdir")
     parser.add_argument("--nll-count", type=int, default=0, help="test digits scored in bits/dim (0: skip)")
     parser.add_argument("--no-overhead", action="store_true")
+    parser.add_argument("--overhead-only", action="store_true", help="only time Lightning vs plain steps (--threads threads)")
     parser.add_argument("--classifier-guidance", action="store_true", help="train a noisy_classifier (3 min box) and guide with it")
     parser.add_argument("--out", default=None)
     parser.add_argument("overrides", nargs="*", help="extra `lightning fit` arguments")
     args = parser.parse_args()
     work = Path(args.workdir)
-    evaluator = ensure_evaluator()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as Diffusion.on_fit_start does for training
 
     result: dict = {"args": vars(args), "machine": os.uname().nodename, "torch_threads": args.threads,
                     "load_average_at_start": os.getloadavg()}  # fmt: skip
+    if args.overhead_only:
+        print("overhead", json.dumps({**overhead(), "torch_threads": args.threads}), flush=True)
+        return
+    evaluator = ensure_evaluator()
     if args.skip_train:
         ckpt = max(work.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     else:
