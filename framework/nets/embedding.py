@@ -55,6 +55,39 @@ class FourierEmbedding(nn.Module):
 EMBEDDINGS = {"positional": PositionalEmbedding, "fourier": FourierEmbedding}
 
 
+def noise_embedding(name: str, dim: int) -> nn.Module:
+    """The noise-level embedding ``name`` (a key of :data:`EMBEDDINGS`) of width ``dim``."""
+    if name not in EMBEDDINGS:
+        raise ConfigError(f"unknown noise embedding {name!r}; choose one of {', '.join(EMBEDDINGS)}")
+    return EMBEDDINGS[name](dim)
+
+
+def augment_map(augment_dim: int, width: int) -> nn.Linear | None:
+    """EDM's ``map_augment``: a bias-free linear map of the augment labels onto ``width`` noise features.
+
+    Bias-free so that zero augment labels (an un-augmented image) add nothing; xavier-uniform
+    as in EDM's ``SongUNet``. ``None`` when ``augment_dim`` is 0.
+    """
+    if augment_dim < 0:
+        raise ConfigError(f"augment_dim must be >= 0, got {augment_dim}")
+    if not augment_dim:
+        return None
+    layer = nn.Linear(augment_dim, width, bias=False)
+    nn.init.xavier_uniform_(layer.weight)
+    return layer
+
+
+def add_augment(features: Tensor, augment: nn.Linear | None, augment_labels: Tensor | None) -> Tensor:
+    """``features + augment(augment_labels)``; no labels add nothing; labels a net was not built for are an error."""
+    if augment_labels is None:
+        return features
+    width = augment_labels.shape[-1]
+    if augment is None or width != augment.in_features:
+        built = augment.in_features if augment is not None else 0
+        raise ConfigError(f"augment labels of width {width} given to a net built with augment_dim={built}")
+    return features + augment(augment_labels.to(features.dtype))
+
+
 class Conditioning(nn.Module):
     """``(noise_level, labels[, augment_labels]) -> (B, dim)``: noise embedding MLP plus class embedding.
 
@@ -74,30 +107,17 @@ class Conditioning(nn.Module):
         self, dim: int, num_classes: int, noise_channels: int = 64, embedding: str = "positional", augment_dim: int = 0
     ) -> None:
         super().__init__()
-        if embedding not in EMBEDDINGS:
-            raise ConfigError(f"unknown noise embedding {embedding!r}; choose one of {', '.join(EMBEDDINGS)}")
-        if augment_dim < 0:
-            raise ConfigError(f"augment_dim must be >= 0, got {augment_dim}")
         self.num_classes = int(num_classes)
         self.augment_dim = int(augment_dim)
         self.noise = nn.Sequential(
-            EMBEDDINGS[embedding](noise_channels), nn.Linear(noise_channels, dim), nn.SiLU(), nn.Linear(dim, dim)
+            noise_embedding(embedding, noise_channels), nn.Linear(noise_channels, dim), nn.SiLU(), nn.Linear(dim, dim)
         )
         self.label = nn.Embedding(self.num_classes + 1, dim) if self.num_classes > 0 else None
-        self.augment = None
-        if self.augment_dim:
-            self.augment = nn.Linear(self.augment_dim, noise_channels, bias=False)
-            nn.init.xavier_uniform_(self.augment.weight)  # EDM's init_mode for SongUNet
+        self.augment = augment_map(self.augment_dim, noise_channels)
 
     def forward(self, noise_level: Tensor, labels: Tensor | None, augment_labels: Tensor | None = None) -> Tensor:
         features = self.noise[0](noise_level)
-        if augment_labels is not None:
-            if self.augment is None or augment_labels.shape[-1] != self.augment_dim:
-                raise ConfigError(
-                    f"augment labels of width {augment_labels.shape[-1]} given to a net built with augment_dim={self.augment_dim}"
-                )
-            features = features + self.augment(augment_labels.to(features.dtype))
-        emb = features
+        emb = add_augment(features, self.augment, augment_labels)
         for layer in self.noise[1:]:
             emb = layer(emb)
         if self.label is not None:

@@ -1,6 +1,7 @@
 """Every diffusion recipe parses and runs one step (fast_dev_run) through the CLI."""
 
 import glob
+import inspect
 import os
 import warnings
 
@@ -19,6 +20,7 @@ ON_CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strateg
 SMALL_NET = {
     "unet": ['--model.init_args.net_args={"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": []}'],
     "dit": ['--model.init_args.net_args={"hidden_size": 16, "depth": 1, "num_heads": 2, "patch_size": 2}'],
+    "song_unet": ['--model.init_args.net_args={"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": []}'],
 }
 RECIPE_FILES = sorted(glob.glob(os.path.join(RECIPES, "diffusion_*.yaml"))) + [os.path.join(RECIPES, "noisy_classifier_digits.yaml")]
 
@@ -27,7 +29,8 @@ RECIPE_FILES = sorted(glob.glob(os.path.join(RECIPES, "diffusion_*.yaml"))) + [o
 def test_recipe_runs_one_step(recipe, in_tmp):
     args = ["fit", "--config", os.path.abspath(recipe), *FAST]
     if "cifar10" in recipe:
-        net = "dit" if "dit" in recipe else "unet"
+        with open(recipe) as f:
+            net = yaml.safe_load(f)["model"]["init_args"]["net"]
         args += [*ON_CPU, "--data=digits", *SMALL_NET[net]]
     cli = run_cli(args)
     assert isinstance(cli.model, (Diffusion, NoisyClassifier))
@@ -74,6 +77,20 @@ def test_edm_recipe_follows_edm_train_py():
     assert resolve_class_path(ema["class_path"], None) == f"{HalfLifeEMA.__module__}.{HalfLifeEMA.__name__}"
     assert ema["init_args"] == {"halflife_kimg": 500, "rampup_ratio": 0.05}  # --ema 0.5 Mimg, ema_rampup_ratio
     assert model["net_args"]["dropout"] == 0.13 and model["augment_p"] == 0.12 and model["label_dropout"] == 0
+    # --arch=ddpmpp: SongUNet, positional embedding, channel_mult_noise 1, resample_filter [1,1],
+    # model_channels 128, channel_mult [2,2,2]; SongUNet's defaults num_blocks 4, attn_resolutions [16],
+    # channel_mult_emb 4; --cond=1 with CIFAR-10's 10 labels and --augment 0.12's augment_dim 9.
+    assert model["net"] == "song_unet"
+    assert model["net_args"] == {
+        "model_channels": 128, "channel_mult": [2, 2, 2], "num_blocks": 4, "attn_resolutions": [16], "dropout": 0.13,
+        "embedding": "positional", "channel_mult_noise": 1, "resample_filter": [1, 1],
+    }
+    net = Diffusion(num_classes=10, data_shape=(3, 32, 32), net=model["net"], net_args=model["net_args"],
+                    augment_p=model["augment_p"]).net
+    defaults = inspect.signature(type(net)).parameters
+    assert defaults["channel_mult_emb"].default == 4 and defaults["adaptive_scale"].default is False
+    assert net.augment_dim == 9 and net.num_classes == 10
+    assert sum(p.numel() for p in net.parameters()) == 55_735_299  # EDM's SongUNet at these settings
     assert model["grad_nan_to_num"] is True  # training_loop.py's nan_to_num of the gradients
     assert "augment_args" not in model  # train.py's multipliers are the pipeline's defaults
     assert data["horizontal_flip"] is False and data["crop_padding"] == 0  # --xflip off
