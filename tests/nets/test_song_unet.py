@@ -12,7 +12,13 @@ import torch
 import registry
 from framework.errors import ConfigError
 from framework.generative.diffusion import Diffusion
-from framework.nets.song_unet import OUTPUT_INIT, QKV_INIT, ResampleConv, SongBlock, SongUNet
+from framework.nets.song_unet import (
+    OUTPUT_INIT,
+    QKV_INIT,
+    ResampleConv,
+    SongBlock,
+    SongUNet,
+)
 
 CIFAR10 = {"model_channels": 128, "channel_mult": [2, 2, 2], "num_blocks": 4, "attn_resolutions": [16], "dropout": 0.13}
 TINY = {"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [4], "dropout": 0.0}
