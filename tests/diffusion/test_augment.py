@@ -144,7 +144,8 @@ def test_bad_pipelines_raise():
 # -- the nets ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "name, args",
-    [("unet", TINY_UNET), ("dit", {"hidden_size": 16, "depth": 1, "num_heads": 2, "patch_size": 2})],
+    [("unet", TINY_UNET), ("dit", {"hidden_size": 16, "depth": 1, "num_heads": 2, "patch_size": 2}),
+     ("song_unet", {"model_channels": 16, "channel_mult": (1, 2), "num_blocks": 1, "attn_resolutions": ()})],
 )
 def test_nets_take_augment_labels(name, args):
     torch.manual_seed(0)

@@ -52,7 +52,7 @@ class Diffusion(GenerativeModule):
         likelihood_weighting: score_sde's likelihood weighting of the SDE losses.
         label_dropout: Probability of training a sample with the null label.
         augment_p: Probability multiplier of EDM's augmentations (0: off; EDM CIFAR-10: 0.12).
-            The net (``unet`` or ``dit``) gets ``augment_dim`` set to the labels' width.
+            The net (``unet``, ``song_unet`` or ``dit``) gets ``augment_dim`` set to the labels' width.
         augment_args: Overrides of EDM CIFAR-10's multipliers (``xflip`` 1e8, ``yflip``,
             ``scale``, ``rotate_frac``, ``aniso``, ``translate_frac`` 1; also ``rotate_int``,
             ``translate_int``) and ranges (``scale_std`` 0.2, ...); see ``AugmentPipe``.
@@ -111,7 +111,7 @@ class Diffusion(GenerativeModule):
             net_args = dict(net_args or {})
             if augment_dim:
                 if "augment_dim" not in inspect.signature(registry.get("net", net)).parameters:
-                    raise ConfigError(f"net {net!r} takes no augment labels; augment_p > 0 needs unet or dit")
+                    raise ConfigError(f"net {net!r} takes no augment labels; augment_p > 0 needs unet, song_unet or dit")
                 if net_args.setdefault("augment_dim", augment_dim) != augment_dim:
                     raise ConfigError(f"net_args.augment_dim {net_args['augment_dim']} != the augment labels' width {augment_dim}")
             self.net = registry.create("net", net, data_shape=self.data_shape, num_classes=self.num_classes, **net_args)
