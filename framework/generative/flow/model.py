@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -28,6 +30,21 @@ __all__ = ["FlowMatching"]
 # Paths whose x_t is t x1 + (1 - t) x0 with x0 ~ N(0, I): a noise-aware classifier p(y | x0 + sigma n)
 # sees them at sigma = (1 - t) / t after rescaling by 1 / t (FlowTimeClassifier).
 STRAIGHT_GAUSSIAN_PATHS = ("cfm", "ot_cfm", "class_ot_cfm")
+# Straight Gaussian paths whose (source, data) pairs are not independent.
+OT_COUPLED_PATHS = ("ot_cfm", "class_ot_cfm")
+
+log = logging.getLogger(__name__)
+
+
+def warn_inexact_classifier_guidance(path: str) -> None:
+    """Warn (a Python warning and a log line) that flow classifier guidance is approximate on ``path``."""
+    message = (
+        f"classifier guidance with path {path!r} is approximate: FlowTimeClassifier reads x_t = t x1 + (1 - t) x0 "
+        f"as x1 plus independent Gaussian noise, which holds for the independent coupling (cfm) only; an OT "
+        f"coupling makes the noise depend on x1 (docs/flow.md, 'Classifier guidance and couplings')"
+    )
+    warnings.warn(message, UserWarning, stacklevel=3)
+    log.warning(message)
 
 
 @registry.register("model", "flow", aliases=("flow_matching", "cfm"))
@@ -137,6 +154,8 @@ class FlowMatching(GenerativeModule):
             from framework.generative.diffusion.noisy_classifier import FlowTimeClassifier
 
             self.guidance_classifier = FlowTimeClassifier(load_noisy_classifier(guidance_classifier))
+            if path in OT_COUPLED_PATHS:
+                warn_inexact_classifier_guidance(path)
         #: NFE of the last :meth:`generate` call (net evaluations, guidance branches included).
         self.last_nfe = 0
 
