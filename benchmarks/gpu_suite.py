@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_suite.py --out gpu_suite.json            # one GPU, within 8 minutes on an H200
     python benchmarks/gpu_suite.py --tiny --out tiny.json          # CPU, tiny nets, seconds (the test suite runs it)
-    python benchmarks/gpu_suite.py --params-only                   # parameter counts of the recipes' nets (CPU)
+    python benchmarks/gpu_suite.py --params-only [RECIPE.yaml ...]  # parameter counts of the recipes' nets (CPU)
 
 Every model is built from its recipe through the project's CLI (``run_cli(..., run=False)``:
 the recipe's model, its trainer settings such as precision and gradient clipping, and its
@@ -92,7 +92,9 @@ H200_BF16_DENSE_TFLOPS = 989.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny nets, batch 2, 2 steps: a CPU run in seconds")
-    parser.add_argument("--params-only", action="store_true", help="print the parameter counts of the recipes' nets and stop")
+    parser.add_argument("--params-only", nargs="*", default=None, metavar="RECIPE",
+                        help="print the parameter counts of the nets of these recipes/ files (none named: the "
+                        "suite's recipes) and stop")  # fmt: skip
     parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     parser.add_argument("--only", nargs="+", default=None, choices=list(RECIPES), help="a subset of the recipes")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps (default 30; --tiny 2)")
@@ -108,11 +110,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # -- building the recipes' models through the CLI --------------------------------------------------------
-def recipe_config(name: str, device: str, tiny: bool, batch: int | None) -> dict[str, Any]:
+def recipe_config(path: Path, device: str, tiny: bool, batch: int | None) -> dict[str, Any]:
     """The recipe's YAML as a dict, set up for one device and no side effects (files, validation, grids)."""
     import yaml
 
-    config = yaml.safe_load((ROOT / "recipes" / RECIPES[name]["recipe"]).read_text())
+    config = yaml.safe_load(path.read_text())
     trainer = config.setdefault("trainer", {})
     keep = [c for c in trainer.get("callbacks") or [] if _is_weight_averaging(c)]
     trainer.update({"accelerator": "gpu" if device == "cuda" else "cpu", "devices": 1, "strategy": "auto",
@@ -142,14 +144,19 @@ def _is_weight_averaging(callback: Any) -> bool:
 
 
 def build(name: str, device: str, tiny: bool, batch: int | None = None) -> Any:
-    """The CLI object (model, datamodule, trainer) of the recipe, nothing run."""
+    """The CLI object (model, datamodule, trainer) of a suite recipe, nothing run."""
+    return build_recipe(ROOT / "recipes" / RECIPES[name]["recipe"], device, tiny, batch)
+
+
+def build_recipe(recipe: Path, device: str, tiny: bool, batch: int | None = None) -> Any:
+    """The CLI object of any recipe file, built through ``run_cli`` for one device, nothing run."""
     import yaml
 
     from framework.cli import run_cli
 
-    config = recipe_config(name, device, tiny, batch)
+    config = recipe_config(recipe, device, tiny, batch)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{name}.yaml"
+        path = Path(tmp) / recipe.name
         path.write_text(yaml.safe_dump(config))
         return run_cli(["--config", str(path)], run=False, save_config_callback=None)
 
@@ -260,6 +267,7 @@ class _StepClock:
     def __init__(self, warmup: int, steps: int, device: str) -> None:
         self.warmup, self.steps, self.device = warmup, steps, device
         self.seen, self.start, self.seconds, self.loss, self.global_steps = 0, None, None, None, None
+        self.counters: dict[str, int] = {}
 
     def sync(self) -> None:
         import torch
@@ -281,12 +289,22 @@ class _StepClock:
         if self.seen == self.warmup:
             self.sync()
             self.start, self._step0 = time.perf_counter(), trainer.global_step if trainer else 0
+            self._counters0 = _step_counters(trainer)
         elif self.seen == self.warmup + self.steps:
             self.sync()
             self.seconds = time.perf_counter() - self.start
             self.global_steps = (trainer.global_step if trainer else self.steps) - self._step0
+            self.counters = {k: v - self._counters0[k] for k, v in _step_counters(trainer).items()}
             if trainer is not None:
                 trainer.should_stop = True
+
+
+def _step_counters(trainer: Any) -> dict[str, int]:
+    """The module's scalar ``*_steps`` buffers (the GAN's ``generator_steps``, ``discriminator_steps``)."""
+    if trainer is None:
+        return {}
+    buffers = trainer.lightning_module.named_buffers(recurse=False)
+    return {k: int(v) for k, v in buffers if k.endswith("_steps") and v.numel() == 1}
 
 
 def _callback(clock: _StepClock) -> Any:
@@ -317,7 +335,8 @@ def train_throughput(name: str, cli: Any, device: str, warmup: int, steps: int) 
     row = {"recipe": name, "precision": str(cli.trainer.precision), "batch": batch, "timed_steps": steps,
            "images_per_s": steps * batch / clock.seconds, "seconds_per_step": clock.seconds / steps,
            "optimizer_steps_per_s": clock.global_steps / clock.seconds,
-           "last_loss": clock.loss, "loss_finite": clock.loss is not None and math.isfinite(clock.loss)}  # fmt: skip
+           "last_loss": clock.loss, "loss_finite": clock.loss is not None and math.isfinite(clock.loss),
+           **{f"{k}_per_s": v / clock.seconds for k, v in clock.counters.items()}}  # fmt: skip
     max_steps = RECIPES[name].get("max_steps") or _recipe_max_steps(name)
     if max_steps and max_steps > 0 and clock.global_steps:
         # The recipe's max_steps at this rate: its devices run in parallel at the per-device batch
@@ -443,16 +462,21 @@ def dit_mfu(cli: Any, device: str, warmup: int, steps: int, peak_tflops: float) 
 
 
 # -- parameter counts -------------------------------------------------------------------------------
-def parameter_counts(names: list[str], tiny: bool) -> list[dict]:
+NET_ATTRIBUTES = ("net", "backbone", "generator", "discriminator")
+
+
+def parameter_counts(recipes: list[str]) -> list[dict]:
+    """Parameters of each net of each recipe (``recipes/<file>`` names), built on the CPU at full size."""
     rows = []
-    for name in names:
-        cli = build(name, "cpu", tiny)
-        model = cli.model
-        nets = {p: submodule(model, p) for p in RECIPES[name]["nets"]} or {"net": model.net}
-        for path, net in nets.items():
+    for recipe in recipes:
+        cli = build_recipe(ROOT / "recipes" / recipe, "cpu", tiny=False)
+        for path in NET_ATTRIBUTES:
+            net = getattr(cli.model, path, None)
+            if net is None:
+                continue
             count = sum(p.numel() for p in net.parameters())
-            rows.append({"recipe": RECIPES[name]["recipe"], "net": path, "class": type(net).__name__, "params": count})
-            print(f"{RECIPES[name]['recipe']:<36} {path:<14} {type(net).__name__:<24} {count:>12,} ({count / 1e6:.1f}M)")
+            rows.append({"recipe": recipe, "net": path, "class": type(net).__name__, "params": count})
+            print(f"{recipe:<36} {path:<14} {type(net).__name__:<24} {count:>12,} ({count / 1e6:.2f}M)", flush=True)
     return rows
 
 
@@ -544,8 +568,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     sys.path.insert(0, str(ROOT))
-    if args.params_only:
-        parameter_counts(args.only or list(RECIPES), args.tiny)
+    if args.params_only is not None:
+        names = args.only or list(RECIPES)
+        parameter_counts(args.params_only or [RECIPES[n]["recipe"] for n in names])
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: run on a GPU machine, or pass --tiny / --device cpu", file=sys.stderr)
