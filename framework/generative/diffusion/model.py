@@ -373,10 +373,6 @@ def build_augment_pipe(augment_p: float, augment_args: dict[str, Any] | None) ->
 def load_noisy_classifier(path: str) -> nn.Module:
     """A ``noisy_classifier`` from its Lightning checkpoint, in eval mode and frozen."""
     from framework.generative.diffusion.noisy_classifier import NoisyClassifier
+    from framework.loading import load_trained
 
-    if not os.path.isfile(path):
-        raise DataNotFoundError(f"guidance_classifier checkpoint not found: {path}")
-    clf = NoisyClassifier.load_from_checkpoint(path, map_location="cpu")
-    clf.eval().requires_grad_(False)
-    return clf
-
+    return load_trained(path, NoisyClassifier, role="guidance_classifier", base=NoisyClassifier)
