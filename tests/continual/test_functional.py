@@ -58,15 +58,22 @@ def test_teen_calibration_matches_the_formula_row_by_row():
     torch.manual_seed(1)
     new, base = torch.randn(2, 5), torch.randn(4, 5)
     out = CF.calibrate_prototypes(new, base, tau=16.0, alpha=0.3)
+    # tau 2: softmax weights far from one-hot, so every base prototype counts in the alpha = 1 case
+    pure = CF.calibrate_prototypes(new, base, tau=2.0, alpha=1.0)
     for c in range(2):
         p = new[c] / new[c].norm()
         units = [b / b.norm() for b in base]
-        logits = torch.tensor([16.0 * float(p @ u) for u in units])
-        w = torch.exp(logits - logits.max()) / torch.exp(logits - logits.max()).sum()
-        delta = sum(w[i] * units[i] for i in range(4))
-        delta = delta / delta.norm()
-        assert torch.allclose(out[c], 0.7 * p + 0.3 * delta, atol=1e-6)
-    # alpha = 0 leaves the normalised prototype; alpha = 1 gives the pure base mixture.
+        deltas = {}
+        for tau in (16.0, 2.0):
+            logits = torch.tensor([tau * float(p @ u) for u in units])
+            w = torch.exp(logits - logits.max()) / torch.exp(logits - logits.max()).sum()
+            delta = sum(w[i] * units[i] for i in range(4))
+            deltas[tau] = delta / delta.norm()
+        assert torch.allclose(out[c], 0.7 * p + 0.3 * deltas[16.0], atol=1e-6)
+        # alpha = 1: the normalised softmax-weighted sum of the unit base prototypes, nothing of p itself
+        assert torch.allclose(pure[c], deltas[2.0], atol=1e-6)
+        assert not torch.allclose(pure[c], p, atol=1e-2)
+    # alpha = 0 leaves the normalised prototype.
     assert torch.allclose(CF.calibrate_prototypes(new, base, alpha=0.0), new / new.norm(dim=1, keepdim=True))
 
 
