@@ -2,9 +2,10 @@
 
 Importing this package registers the scenarios (kind ``data``: ``class_incremental``,
 ``few_shot_incremental``) and the methods (kind ``model``: ``finetune``, ``joint``, ``ncm``,
-``fetril``, ``wa``, ``teen``).
+``fetril``, ``wa``, ``teen``, ``acil`` / ``gacil``).
 """
 
+from framework.continual.acil import ACIL
 from framework.continual.base import ContinualModule
 from framework.continual.baselines import NCM, Finetune, Joint
 from framework.continual.fetril import FeTrIL
@@ -17,6 +18,7 @@ from framework.continual.teen import TEEN
 from framework.continual.wa import WA
 
 __all__ = [
+    "ACIL",
     "NCM",
     "TEEN",
     "WA",
