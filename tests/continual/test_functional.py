@@ -103,3 +103,21 @@ def test_class_means_rows_follow_the_requested_classes():
     assert torch.equal(CF.class_means(f, y, [0, 1]), torch.tensor([[4.0, 0.0], [1.0, 1.0]]))
     with pytest.raises(ConfigError):
         CF.class_means(f, y, [2])
+
+
+def test_nme_on_fixed_features_matches_a_hand_computation():
+    from framework.continual.functional import nme_scores, normalized_class_means
+
+    # class 0: (3, 4) and (0, 2) -> unit (0.6, 0.8) and (0, 1) -> mean (0.3, 0.9) -> / sqrt(0.9)
+    # class 1: (2, 0) and (1, -1) -> unit (1, 0) and (0.7071, -0.7071) -> mean (0.85355, -0.35355)
+    features = torch.tensor([[3.0, 4.0], [0.0, 2.0], [2.0, 0.0], [1.0, -1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    means = normalized_class_means(features, labels, range(2))
+    m0 = torch.tensor([0.3, 0.9]) / 0.9**0.5
+    m1 = torch.tensor([0.853553, -0.353553]) / (0.853553**2 + 0.353553**2) ** 0.5
+    assert torch.allclose(means, torch.stack([m0, m1]), atol=1e-5)
+    # query (1, 1): unit (0.7071, 0.7071); distance to m0 = sqrt(2 - 2 * 0.7071 * (0.3162 + 0.9487)) = 0.4595...
+    # to m1 = sqrt(2 - 2 * 0.7071 * (0.9239 - 0.3827)) = 1.1111...: class 0 (scores are minus the distances)
+    scores = nme_scores(torch.tensor([[1.0, 1.0], [5.0, -1.0]]), means)
+    assert torch.allclose(scores[0], -torch.tensor([0.45951, 1.11114]), atol=1e-4)
+    assert scores.argmax(1).tolist() == [0, 1]

@@ -9,10 +9,10 @@ import pytest
 from framework.cli import main, run_cli
 
 RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "recipes")
-METHODS = ("finetune", "joint", "ncm", "fetril", "wa", "teen", "acil")
+METHODS = ("finetune", "joint", "ncm", "fetril", "wa", "teen", "acil", "icarl")
 DIGITS = [
     os.path.join(RECIPES, name)
-    for name in ("acil_digits.yaml", "fetril_digits.yaml", "finetune_digits.yaml", "finetune_digits_fewshot.yaml", "joint_digits.yaml",
+    for name in ("acil_digits.yaml", "fetril_digits.yaml", "finetune_digits.yaml", "finetune_digits_fewshot.yaml", "icarl_digits.yaml", "joint_digits.yaml",
                  "ncm_digits.yaml", "teen_digits.yaml", "wa_digits.yaml")
 ]
 GPU = [
