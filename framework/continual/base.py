@@ -344,8 +344,8 @@ class ContinualModule(ClasszooModule):
         )
         self._write(results)
 
-    def extra_results(self) -> dict[str, Any]:
-        """Method-specific entries of metrics.json beside the common ones (e.g. iCaRL's CNN accuracy)."""
+    def method_metrics(self) -> dict[str, Any]:
+        """Figures of this method's own (e.g. WA's gammas) added to metrics.json; none by default."""
         return {}
 
     def results(self) -> dict[str, Any]:
@@ -364,13 +364,8 @@ class ContinualModule(ClasszooModule):
 
     @rank_zero_only
     def _write_files(self, results: dict[str, Any], log_dir: str) -> None:
-        payload = {
-            "method": type(self).__name__,
-            "steps_done": len(self.correct),
-            **results,
-            **self.extra_results(),
-            "step_seconds": self.step_seconds,
-        }
+        payload = {"method": type(self).__name__, "steps_done": len(self.correct), **results, "step_seconds": self.step_seconds,
+                   **self.method_metrics()}  # fmt: skip
         write_atomic(os.path.join(log_dir, "metrics.json"), json.dumps(cl_metrics.to_json(payload), indent=1))
         rows = cl_metrics.to_csv_rows(results)
         table = io.StringIO(newline="")

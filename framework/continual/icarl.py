@@ -119,7 +119,7 @@ class ICaRL(ContinualModule):
         self.cnn_total.append(len(labels))
         super()._record(step, seconds)
 
-    def extra_results(self) -> dict[str, Any]:
+    def method_metrics(self) -> dict[str, Any]:
         accuracy = [100.0 * c / t if t else float("nan") for c, t in zip(self.cnn_correct, self.cnn_total)]
         return {
             "cnn_accuracy": accuracy,

@@ -23,7 +23,7 @@ from framework.generative.diffusion.samplers import (
     pf_velocity,
     sample,
 )
-from framework.generative.guidance import Guidance, GuidanceInput, build_guidance
+from framework.generative.guidance import Guidance, GuidanceInput, NetCalls, build_guidance
 from framework.generative.noise import PerSampleNoise, seeded_randn
 
 __all__ = ["Diffusion"]
@@ -164,9 +164,13 @@ class Diffusion(GenerativeModule):
             extra = {"classifier_scale": self.classifier_scale} if combined else {}
             rule = build_guidance(guidance, guidance_scale, **extra)
 
+        calls = NetCalls()
+
         def fn(x: Tensor, sigma: Tensor) -> Tensor:
+            # Guidance may batch both branches (2B rows): repeat sigma to the rows asked.
+            net = calls.counting(lambda xx, yy: self.denoise(xx, sigma.repeat(len(xx) // len(sigma)), yy), len(x))
             if rule is None:
-                return self.denoise(x, sigma, labels)
+                return net(x, labels)
             inp = GuidanceInput(
                 x=x,
                 labels=labels,
@@ -175,12 +179,9 @@ class Diffusion(GenerativeModule):
                 noise_level=sigma,
                 score_coef=sigma**2,  # D = x + sigma^2 score, so D moves by sigma^2 grad log p(y|x)
             )
-            # Classifier-free guidance batches both branches: repeat sigma to the rows asked.
-            return rule(lambda xx, yy: self.denoise(xx, sigma.repeat(len(xx) // len(sigma)), yy), inp)
+            return rule(net, inp)
 
-        model = Denoiser(fn, self.formulation)
-        model.evaluations = rule.evaluations if rule is not None else 1
-        return model
+        return Denoiser(fn, self.formulation, calls)
 
     # -- training ---------------------------------------------------------------------------
     def loss(self, x0: Tensor, labels: Tensor | None, augment: bool = True) -> Tensor:
@@ -238,7 +239,6 @@ class Diffusion(GenerativeModule):
         """Run a sampler from the state ``x`` (in ``x_hat`` space) down the noise levels ``sigmas``."""
         model = self.denoiser(labels, guidance, guidance_scale)
         result = sample(sampler or self.sample_defaults["sampler"], model, x, sigmas, noise, **options)
-        result.nfe *= model.evaluations
         self.last_nfe = result.nfe
         return result
 
@@ -373,10 +373,6 @@ def build_augment_pipe(augment_p: float, augment_args: dict[str, Any] | None) ->
 def load_noisy_classifier(path: str) -> nn.Module:
     """A ``noisy_classifier`` from its Lightning checkpoint, in eval mode and frozen."""
     from framework.generative.diffusion.noisy_classifier import NoisyClassifier
+    from framework.loading import load_trained
 
-    if not os.path.isfile(path):
-        raise DataNotFoundError(f"guidance_classifier checkpoint not found: {path}")
-    clf = NoisyClassifier.load_from_checkpoint(path, map_location="cpu")
-    clf.eval().requires_grad_(False)
-    return clf
-
+    return load_trained(path, NoisyClassifier, role="guidance_classifier", base=NoisyClassifier)

@@ -18,7 +18,7 @@ from framework.errors import ConfigError
 from framework.generative.base import GenerativeModule
 from framework.generative.flow.paths import TIME_SAMPLINGS, ProbabilityPath, build_path, sample_times
 from framework.generative.flow.sources import build_source
-from framework.generative.guidance import GuidanceInput, build_guidance
+from framework.generative.guidance import GuidanceInput, NetCalls, build_guidance
 from framework.generative.likelihood import LikelihoodResult, log_likelihood
 from framework.generative.ode import ODEResult, odesolve
 
@@ -171,9 +171,13 @@ class FlowMatching(GenerativeModule):
         if rule is not None and self.num_classes == 0:
             raise ConfigError("guidance needs a class-conditional model (num_classes > 0)")
 
+        calls = NetCalls()
+
         def f(t: Tensor, x: Tensor) -> Tensor:
+            # Guidance may batch both branches (2B rows): forward broadcasts the scalar t.
+            net = calls.counting(lambda xx, yy: self(xx, t, yy), len(x))
             if rule is None:
-                return self(x, t, labels)
+                return net(x, labels)
             tb = t.expand(x.shape[0])
             inp = GuidanceInput(
                 x=x,
@@ -184,10 +188,9 @@ class FlowMatching(GenerativeModule):
                 # The score coefficient blows up at t = 0 (pure noise): guide from t = 0.01.
                 score_coef=self.path.score_coefficient(tb.clamp_min(0.01)),
             )
-            # Guidance may batch both branches (2B rows): forward broadcasts the scalar t.
-            return rule(lambda xx, yy: self(xx, t, yy), inp)
+            return rule(net, inp)
 
-        f.evaluations = rule.evaluations if rule is not None else 1
+        f.calls = calls  # the NFE: net evaluations per sample (NetCalls)
         return f
 
     # -- training ------------------------------------------------------------------------------
@@ -258,7 +261,7 @@ class FlowMatching(GenerativeModule):
             atol=opts["atol"],
             return_trajectory=return_trajectory,
         )
-        result.nfe *= f.evaluations
+        result.nfe = f.calls.count
         self.last_nfe = result.nfe
         return result
 
