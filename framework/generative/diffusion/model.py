@@ -50,7 +50,8 @@ class Diffusion(GenerativeModule):
         formulation: ``vp``, ``subvp``, ``ve`` or ``edm`` (``lightning list formulation``).
         formulation_args: Its arguments (``beta_min``, ``sigma_max``, ``sigma_data``, ...).
         likelihood_weighting: score_sde's likelihood weighting of the SDE losses.
-        label_dropout: Probability of training a sample with the null label.
+        label_dropout: Probability of training a sample with the null label (1: an unconditional
+            generator in the null class, to be steered by a classifier: `elucd` with `unconditional`).
         augment_p: Probability multiplier of EDM's augmentations (0: off; EDM CIFAR-10: 0.12).
             The net (``unet``, ``song_unet`` or ``dit``) gets ``augment_dim`` set to the labels' width.
         augment_args: Overrides of EDM CIFAR-10's multipliers (``xflip`` 1e8, ``yflip``,
@@ -66,6 +67,8 @@ class Diffusion(GenerativeModule):
         guidance_scale: Default guidance scale (cfg: 1 = conditional, 0 = unconditional).
         classifier_scale: Classifier scale of the ``cfg+classifier`` combination.
         guidance_classifier: Checkpoint of a ``noisy_classifier`` for classifier guidance.
+        clean_classifier: Checkpoint of a registered ``classifier`` of clean data for the
+            ``elucd`` and ``gfcg`` guidance rules and the ``classifier`` verifier (docs/guidance.md).
         optimizer: Optimizer factory.
         scheduler: Optional learning-rate scheduler factory, stepped every optimizer step.
     """
@@ -91,6 +94,7 @@ class Diffusion(GenerativeModule):
         guidance_scale: float = 1.0,
         classifier_scale: float = 1.0,
         guidance_classifier: str | None = None,
+        clean_classifier: str | None = None,
         optimizer: OptimizerCallable = lambda p: torch.optim.Adam(p, lr=1e-3),
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -98,8 +102,8 @@ class Diffusion(GenerativeModule):
         if isinstance(net, nn.Module):
             self.hparams_ignore = (*self.hparams_ignore, "net")
         self.save_hyperparameters()
-        if not 0 <= label_dropout < 1:
-            raise ConfigError(f"label_dropout must be in [0, 1), got {label_dropout}")
+        if not 0 <= label_dropout <= 1:
+            raise ConfigError(f"label_dropout must be in [0, 1] (1: unconditional training, every label dropped), got {label_dropout}")
         #: EDM's augmentation pipeline applied to training batches (None: off).
         self.augment_pipe = build_augment_pipe(augment_p, augment_args)
         augment_dim = self.augment_pipe.label_dim if self.augment_pipe is not None else 0
@@ -130,6 +134,8 @@ class Diffusion(GenerativeModule):
         self.guidance_classifier: nn.Module | None = None
         if guidance_classifier:
             self.guidance_classifier = load_noisy_classifier(guidance_classifier)
+        if clean_classifier:
+            self.set_clean_classifier(clean_classifier)
         #: NFE of the last :meth:`generate` call (net evaluations, guidance branches included).
         self.last_nfe = 0
 
@@ -145,6 +151,8 @@ class Diffusion(GenerativeModule):
         """The raw net ``F(x, noise_level, labels[, augment_labels])`` in the net's dtype; returns ``x``'s dtype."""
         dtype = next(self.net.parameters()).dtype
         extra = {} if augment_labels is None else {"augment_labels": augment_labels.to(dtype)}
+        if labels is not None and self.label_dropout == 1:
+            labels = torch.full_like(labels, self.null_label)  # trained with every label dropped
         out = self.net(x.to(dtype), noise_level.to(dtype), labels if self.num_classes > 0 else None, **extra)
         return out.to(x.dtype)
 
@@ -153,16 +161,20 @@ class Diffusion(GenerativeModule):
         return self.formulation.denoise(self, x, sigma, labels)
 
     def denoiser(
-        self, labels: Tensor | None, guidance: str | Guidance | None = None, guidance_scale: float | None = None
+        self,
+        labels: Tensor | None,
+        guidance: str | Guidance | None = None,
+        guidance_scale: float | None = None,
+        guidance_args: dict[str, Any] | None = None,
     ) -> Denoiser:
         """The counting (and guided) denoiser the samplers run on, for fixed ``labels``."""
         rule = None
         if guidance is not None and guidance != "none":
-            if self.num_classes == 0:
-                raise ConfigError("guidance needs a class-conditional model (num_classes > 0)")
             combined = isinstance(guidance, str) and registry.entry("guidance", guidance).name == "cfg+classifier"
             extra = {"classifier_scale": self.classifier_scale} if combined else {}
-            rule = build_guidance(guidance, guidance_scale, **extra)
+            rule = build_guidance(guidance, guidance_scale, **extra, **(guidance_args or {}))
+            if rule.conditional and (self.num_classes == 0 or self.label_dropout == 1):
+                raise ConfigError(f"guidance {guidance!r} needs a class-conditional model (num_classes > 0, label_dropout < 1)")
 
         def fn(x: Tensor, sigma: Tensor) -> Tensor:
             if rule is None:
@@ -174,6 +186,9 @@ class Diffusion(GenerativeModule):
                 classifier=self.guidance_classifier,
                 noise_level=sigma,
                 score_coef=sigma**2,  # D = x + sigma^2 score, so D moves by sigma^2 grad log p(y|x)
+                clean_classifier=self.clean_classifier,
+                denoise=lambda d: d,  # the prediction is the denoised estimate
+                sigma=sigma,
             )
             # Classifier-free guidance batches both branches: repeat sigma to the rows asked.
             return rule(lambda xx, yy: self.denoise(xx, sigma.repeat(len(xx) // len(sigma)), yy), inp)
@@ -233,13 +248,17 @@ class Diffusion(GenerativeModule):
         sampler: str | None = None,
         guidance: str | None = None,
         guidance_scale: float | None = None,
+        guidance_args: dict[str, Any] | None = None,
         **options: Any,
     ) -> SampleResult:
         """Run a sampler from the state ``x`` (in ``x_hat`` space) down the noise levels ``sigmas``."""
-        model = self.denoiser(labels, guidance, guidance_scale)
+        model = self.denoiser(labels, guidance, guidance_scale, guidance_args)
+        counter = self.clean_classifier
+        calls = counter.calls if counter is not None else 0
         result = sample(sampler or self.sample_defaults["sampler"], model, x, sigmas, noise, **options)
         result.nfe *= model.evaluations
         self.last_nfe = result.nfe
+        self.last_classifier_evaluations = counter.calls - calls if counter is not None else 0
         return result
 
     @torch.no_grad()
@@ -253,6 +272,7 @@ class Diffusion(GenerativeModule):
         guidance: str | None = None,
         guidance_scale: float | None = None,
         dtype: torch.dtype | str = torch.float64,
+        guidance_args: dict[str, Any] | None = None,
         **sampler_options: Any,
     ) -> Tensor:
         """Samples for ``labels``; sample i depends only on ``seeds[i]``, ``labels[i]`` and the options.
@@ -267,6 +287,8 @@ class Diffusion(GenerativeModule):
             guidance_scale: The rule's scale (default: the model's ``guidance_scale``).
             dtype: Dtype of the sampler state, or its name (EDM keeps it in float64; the net
                 runs in its own).
+            guidance_args: Further arguments of the guidance rule (``elucd``: ``tau1``, ``tau2``,
+                ``kappa``, ``softplus_beta``).
             **sampler_options: The sampler's options (``eta``, ``churn``, ``snr``, ``solver``, ...).
 
         Returns:
@@ -283,9 +305,11 @@ class Diffusion(GenerativeModule):
         scale = self.guidance_scale if guidance_scale is None else guidance_scale
         sigmas = self.formulation.sigmas(int(steps), schedule, dtype=dtype).to(self.device)
         x = seeded_randn(seeds, self.data_shape, device=self.device, dtype=dtype) * self.formulation.init_scale(sigmas[0])
-        labels = labels.to(self.device) if self.num_classes > 0 else None
+        labels = labels.to(self.device)  # an unconditional net ignores them; a clean classifier reads them
         noise = PerSampleNoise(seeds)
-        result = self.sample_from(x, labels, sigmas, noise, sampler, guidance, scale, **{**opts, **sampler_options})
+        result = self.sample_from(
+            x, labels, sigmas, noise, sampler, guidance, scale, guidance_args, **{**opts, **sampler_options}
+        )
         return result.x.float()
 
     # -- likelihood ----------------------------------------------------------------------------

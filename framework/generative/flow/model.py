@@ -16,7 +16,14 @@ from torch import Tensor, nn
 import registry
 from framework.errors import ConfigError
 from framework.generative.base import GenerativeModule
-from framework.generative.flow.paths import TIME_SAMPLINGS, ProbabilityPath, build_path, sample_times
+from framework.generative.flow.paths import (
+    TIME_SAMPLINGS,
+    ProbabilityPath,
+    build_path,
+    denoised_from_velocity,
+    path_noise_level,
+    sample_times,
+)
 from framework.generative.flow.sources import build_source
 from framework.generative.guidance import GuidanceInput, build_guidance
 from framework.generative.likelihood import LikelihoodResult, log_likelihood
@@ -55,7 +62,8 @@ class FlowMatching(GenerativeModule):
         time_sampling: Training times, ``uniform`` or ``logit_normal``.
         time_mean: Mean of the logit-normal's normal.
         time_std: Standard deviation of the logit-normal's normal.
-        label_dropout: Probability of replacing a label by the null class in training.
+        label_dropout: Probability of replacing a label by the null class in training (1: an
+            unconditional generator in the null class, to be steered by a classifier: `elucd`).
         solver: Default ODE solver of :meth:`generate` (``euler``, ``midpoint``, ``heun``,
             ``rk4``, ``dopri5``).
         steps: Default number of solver steps.
@@ -72,6 +80,8 @@ class FlowMatching(GenerativeModule):
         guidance_classifier: Checkpoint of a ``noisy_classifier`` (``recipes/noisy_classifier_digits.yaml``)
             for classifier guidance, seen in flow time (``x_t = t x1 + (1 - t) x0``): straight
             paths from the Gaussian source only.
+        clean_classifier: Checkpoint of a registered ``classifier`` of clean data for the
+            ``elucd`` and ``gfcg`` guidance rules and the ``classifier`` verifier (docs/guidance.md).
     """
 
     def __init__(
@@ -99,6 +109,7 @@ class FlowMatching(GenerativeModule):
         scheduler: LRSchedulerCallable | None = None,
         init_checkpoint: str | None = None,
         guidance_classifier: str | None = None,
+        clean_classifier: str | None = None,
     ) -> None:
         super().__init__(num_classes=num_classes, data_shape=data_shape)
         if isinstance(net, nn.Module):
@@ -106,8 +117,8 @@ class FlowMatching(GenerativeModule):
         self.save_hyperparameters()
         if time_sampling not in TIME_SAMPLINGS:
             raise ConfigError(f"unknown time sampling {time_sampling!r}; choose one of {', '.join(TIME_SAMPLINGS)}")
-        if not 0 <= label_dropout < 1:
-            raise ConfigError(f"label_dropout must be in [0, 1), got {label_dropout}")
+        if not 0 <= label_dropout <= 1:
+            raise ConfigError(f"label_dropout must be in [0, 1] (1: unconditional training, every label dropped), got {label_dropout}")
         if isinstance(net, nn.Module):
             self.net = net
         else:
@@ -137,6 +148,8 @@ class FlowMatching(GenerativeModule):
             from framework.generative.diffusion.noisy_classifier import FlowTimeClassifier
 
             self.guidance_classifier = FlowTimeClassifier(load_noisy_classifier(guidance_classifier))
+        if clean_classifier:
+            self.set_clean_classifier(clean_classifier)
         #: NFE of the last :meth:`generate` call (net evaluations, guidance branches included).
         self.last_nfe = 0
 
@@ -161,28 +174,40 @@ class FlowMatching(GenerativeModule):
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         """The learned velocity ``v(x, t, labels)``; ``t`` is (B,) or a scalar."""
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        if labels is not None and self.label_dropout == 1:
+            labels = torch.full_like(labels, self.null_label)  # trained with every label dropped
         return self.net(x, t, labels if self.num_classes > 0 else None)
 
     def velocity_field(
-        self, labels: Tensor | None, guidance: str | None = None, guidance_scale: float | None = None
+        self,
+        labels: Tensor | None,
+        guidance: str | None = None,
+        guidance_scale: float | None = None,
+        guidance_args: dict[str, Any] | None = None,
     ):
         """``f(t, x)`` for the ODE solvers: the (guided) velocity for fixed ``labels``."""
-        rule = build_guidance(guidance, guidance_scale) if guidance is not None else None
-        if rule is not None and self.num_classes == 0:
-            raise ConfigError("guidance needs a class-conditional model (num_classes > 0)")
+        rule = build_guidance(guidance, guidance_scale, **(guidance_args or {})) if guidance is not None else None
+        if rule is not None and rule.conditional and (self.num_classes == 0 or self.label_dropout == 1):
+            raise ConfigError(f"guidance {guidance!r} needs a class-conditional model (num_classes > 0, label_dropout < 1)")
 
         def f(t: Tensor, x: Tensor) -> Tensor:
             if rule is None:
                 return self(x, t, labels)
             tb = t.expand(x.shape[0])
+            # The score coefficient blows up at t = 0 (pure noise): guide from t = 0.01.
+            tg = tb.clamp_min(0.01)
+            a = self.path.coefficients(tg)[0]
             inp = GuidanceInput(
                 x=x,
                 labels=labels,
                 null_label=self.null_label,
                 classifier=self.guidance_classifier,
                 noise_level=tb,
-                # The score coefficient blows up at t = 0 (pure noise): guide from t = 0.01.
-                score_coef=self.path.score_coefficient(tb.clamp_min(0.01)),
+                score_coef=self.path.score_coefficient(tg),
+                clean_classifier=self.clean_classifier,
+                denoise=lambda v: denoised_from_velocity(self.path, x, v, tg),
+                sigma=path_noise_level(self.path, tg),
+                hat_scale=a,
             )
             # Guidance may batch both branches (2B rows): forward broadcasts the scalar t.
             return rule(lambda xx, yy: self(xx, t, yy), inp)
@@ -240,12 +265,15 @@ class FlowMatching(GenerativeModule):
         t_start: float = 0.0,
         t_end: float = 1.0,
         return_trajectory: bool = False,
+        guidance_args: dict[str, Any] | None = None,
     ) -> ODEResult:
         """Carry ``x0`` from ``t_start`` to ``t_end`` along the learned flow; NFE counts net calls."""
         opts = self.sample_defaults
         guidance = self.guidance if guidance is None else (None if guidance == "none" else guidance)
         scale = self.guidance_scale if guidance_scale is None else guidance_scale
-        f = self.velocity_field(labels, guidance, scale)
+        f = self.velocity_field(labels, guidance, scale, guidance_args)
+        counter = self.clean_classifier
+        calls = counter.calls if counter is not None else 0
         result = odesolve(
             f,
             x0,
@@ -260,6 +288,7 @@ class FlowMatching(GenerativeModule):
         )
         result.nfe *= f.evaluations
         self.last_nfe = result.nfe
+        self.last_classifier_evaluations = counter.calls - calls if counter is not None else 0
         return result
 
     @torch.no_grad()
@@ -273,6 +302,7 @@ class FlowMatching(GenerativeModule):
         guidance: str | None = None,
         guidance_scale: float | None = None,
         sampler: str | None = None,
+        guidance_args: dict[str, Any] | None = None,
     ) -> Tensor:
         """Samples for ``labels``: source draws from ``seeds`` carried to t = 1 by the ODE.
 
@@ -285,6 +315,7 @@ class FlowMatching(GenerativeModule):
             guidance: Guidance rule (``cfg``, ``classifier``, ``cfg+classifier``, ``none``).
             guidance_scale: Its scale.
             sampler: Another name for ``solver`` (``lightning sample --sampler`` is shared with diffusion).
+            guidance_args: Further arguments of the guidance rule (``elucd``: ``tau1``, ``tau2``, ...).
 
         Returns:
             Samples shaped (B, *data_shape); ``self.last_nfe`` holds the NFE used.
@@ -293,8 +324,8 @@ class FlowMatching(GenerativeModule):
             raise ConfigError(f"solver {solver!r} and sampler {sampler!r} disagree; give one of them")
         solver = solver or sampler
         x0 = self.source.sample_seeded(seeds, device=self.device, dtype=self.dtype)
-        labels = labels.to(self.device) if self.num_classes > 0 else None
-        return self.solve(x0, labels, solver, steps, grid, guidance, guidance_scale).x
+        labels = labels.to(self.device)  # an unconditional net ignores them; a clean classifier reads them
+        return self.solve(x0, labels, solver, steps, grid, guidance, guidance_scale, guidance_args=guidance_args).x
 
     def log_likelihood(
         self,
