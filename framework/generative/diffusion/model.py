@@ -273,6 +273,9 @@ class Diffusion(GenerativeModule):
         guidance_scale: float | None = None,
         dtype: torch.dtype | str = torch.float64,
         guidance_args: dict[str, Any] | None = None,
+        search: str | None = None,
+        search_args: dict[str, Any] | None = None,
+        verifier: str = "classifier",
         **sampler_options: Any,
     ) -> Tensor:
         """Samples for ``labels``; sample i depends only on ``seeds[i]``, ``labels[i]`` and the options.
@@ -289,11 +292,34 @@ class Diffusion(GenerativeModule):
                 runs in its own).
             guidance_args: Further arguments of the guidance rule (``elucd``: ``tau1``, ``tau2``,
                 ``kappa``, ``softplus_beta``).
+            search: Inference-time search (``random``, ``zero_order``, ``paths``; ``lightning list
+                search``) that keeps the candidate the verifier scores best (docs/guidance.md).
+            search_args: Its arguments (``n``, ``rounds``, ``threshold``, ``m``, ``sigma_start``, ...).
+            verifier: Registered verifier of the search (``classifier``: the ``clean_classifier``'s
+                log-probability of the label at ``x0_hat``).
             **sampler_options: The sampler's options (``eta``, ``churn``, ``snr``, ``solver``, ...).
 
         Returns:
             Samples (B, *data_shape) in float32; ``self.last_nfe`` holds the NFE used.
         """
+        labels = labels.to(self.device)  # an unconditional net ignores them; a clean classifier reads them
+        if search is not None:
+            from framework.generative.search import search_generate
+
+            path = self.trajectory(sampler, steps, schedule, guidance, guidance_scale, dtype, guidance_args,
+                                   **sampler_options)  # fmt: skip
+            return search_generate(self, path, labels, seeds, search, search_args, verifier).float()
+        sampler, sigmas, guidance, scale, opts = self._sampling(sampler, steps, schedule, guidance, guidance_scale, dtype)
+        x = seeded_randn(seeds, self.data_shape, device=self.device, dtype=sigmas.dtype)
+        x = x * self.formulation.init_scale(sigmas[0])
+        noise = PerSampleNoise(seeds)
+        result = self.sample_from(
+            x, labels, sigmas, noise, sampler, guidance, scale, guidance_args, **{**opts, **sampler_options}
+        )
+        return result.x.float()
+
+    def _sampling(self, sampler, steps, schedule, guidance, guidance_scale, dtype):
+        """The model's defaults filled in: ``(sampler, sigmas, guidance, scale, sampler options)``."""
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype.removeprefix("torch."))
         opts = dict(self.sample_defaults)
@@ -304,13 +330,22 @@ class Diffusion(GenerativeModule):
         guidance = self.guidance if guidance is None else guidance
         scale = self.guidance_scale if guidance_scale is None else guidance_scale
         sigmas = self.formulation.sigmas(int(steps), schedule, dtype=dtype).to(self.device)
-        x = seeded_randn(seeds, self.data_shape, device=self.device, dtype=dtype) * self.formulation.init_scale(sigmas[0])
-        labels = labels.to(self.device)  # an unconditional net ignores them; a clean classifier reads them
-        noise = PerSampleNoise(seeds)
-        result = self.sample_from(
-            x, labels, sigmas, noise, sampler, guidance, scale, guidance_args, **{**opts, **sampler_options}
-        )
-        return result.x.float()
+        return sampler, sigmas, guidance, scale, opts
+
+    def trajectory(
+        self,
+        sampler: str | None = None,
+        steps: int | None = None,
+        schedule: str | None = None,
+        guidance: str | None = None,
+        guidance_scale: float | None = None,
+        dtype: torch.dtype | str = torch.float64,
+        guidance_args: dict[str, Any] | None = None,
+        **sampler_options: Any,
+    ) -> DiffusionTrajectory:
+        """The sampling path as inference-time search walks it (:class:`framework.generative.search.Trajectory`)."""
+        sampler, sigmas, guidance, scale, opts = self._sampling(sampler, steps, schedule, guidance, guidance_scale, dtype)
+        return DiffusionTrajectory(self, sampler, sigmas, guidance, scale, guidance_args, {**opts, **sampler_options})
 
     # -- likelihood ----------------------------------------------------------------------------
     def log_likelihood(
@@ -365,6 +400,55 @@ class Diffusion(GenerativeModule):
             velocity, x, t_data=eps, t_noise=f.t_max, prior_logp=f.prior_logp, divergence=divergence,
             probe=probe, generator=generator, seeds=seeds, solver=solver, steps=steps, rtol=rtol, atol=atol,
         )
+
+
+class DiffusionTrajectory:
+    """A diffusion sampler's path on search's shared level: ``sigma = level / (1 - level)`` (``x_hat`` space).
+
+    Segments run the model's sampler on its own noise levels between the two ends (a sampler
+    in sigma space, ``edm_heun``, ``euler``, ``ddim``, ``dpmpp_2m``, for segments that end above
+    0); forward noising adds ``sqrt(sigma_to^2 - sigma_from^2) n``, exact for every formulation
+    (``x_hat = x0 + sigma n``).
+    """
+
+    def __init__(self, model, sampler, sigmas, guidance, scale, guidance_args, options) -> None:
+        self.model, self.sampler, self.sigmas = model, sampler, sigmas
+        self.guidance, self.scale, self.guidance_args, self.options = guidance, scale, guidance_args, options
+        self.shape = tuple(model.data_shape)
+        self.rows_nfe = self.rows_classifier = 0.0
+
+    def sigma(self, level: float) -> Tensor:
+        if level >= 1:
+            return self.sigmas[0]
+        if level <= 0:
+            return self.sigmas[0] * 0
+        return (self.sigmas[0] * 0 + level / (1 - level)).clamp(float(self.sigmas[-2]), float(self.sigmas[0]))
+
+    def start(self, z: Tensor) -> Tensor:
+        return z.to(self.model.device, self.sigmas.dtype) * self.model.formulation.init_scale(self.sigmas[0])
+
+    def run(self, x: Tensor, labels: Tensor, seeds: Tensor, level_from: float, level_to: float) -> Tensor:
+        hi, lo = self.sigma(level_from), self.sigma(level_to)
+        inner = self.sigmas[(self.sigmas < hi) & (self.sigmas > lo)]
+        sigmas = torch.cat([hi.view(1), inner, lo.view(1)])
+        m = self.model
+        result = m.sample_from(x, labels, sigmas, PerSampleNoise(seeds), self.sampler, self.guidance, self.scale,
+                               self.guidance_args, **self.options)  # fmt: skip
+        self.rows_nfe += result.nfe * len(x)
+        self.rows_classifier += m.last_classifier_evaluations * len(x)
+        return result.x
+
+    def denoised(self, x: Tensor, labels: Tensor, level: float) -> Tensor:
+        model = self.model.denoiser(labels, self.guidance, self.scale, self.guidance_args)
+        counter = self.model.clean_classifier
+        calls = counter.calls if counter is not None else 0
+        out = model(x, self.sigma(level))
+        self.rows_nfe += model.evaluations * len(x)
+        self.rows_classifier += ((counter.calls - calls) if counter is not None else 0) * len(x)
+        return out
+
+    def renoise(self, x: Tensor, level_from: float, level_to: float, noise: Tensor) -> Tensor:
+        return x + (self.sigma(level_to) ** 2 - self.sigma(level_from) ** 2).clamp_min(0).sqrt() * noise
 
 
 @torch.no_grad()

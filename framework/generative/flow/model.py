@@ -303,6 +303,9 @@ class FlowMatching(GenerativeModule):
         guidance_scale: float | None = None,
         sampler: str | None = None,
         guidance_args: dict[str, Any] | None = None,
+        search: str | None = None,
+        search_args: dict[str, Any] | None = None,
+        verifier: str = "classifier",
     ) -> Tensor:
         """Samples for ``labels``: source draws from ``seeds`` carried to t = 1 by the ODE.
 
@@ -316,6 +319,10 @@ class FlowMatching(GenerativeModule):
             guidance_scale: Its scale.
             sampler: Another name for ``solver`` (``lightning sample --sampler`` is shared with diffusion).
             guidance_args: Further arguments of the guidance rule (``elucd``: ``tau1``, ``tau2``, ...).
+            search: Inference-time search (``random``, ``zero_order``, ``paths``) keeping the
+                candidate the verifier scores best (docs/guidance.md; Gaussian source).
+            search_args: Its arguments (``n``, ``rounds``, ``threshold``, ``m``, ``sigma_start``, ...).
+            verifier: Registered verifier of the search (``classifier``: the ``clean_classifier``).
 
         Returns:
             Samples shaped (B, *data_shape); ``self.last_nfe`` holds the NFE used.
@@ -323,8 +330,13 @@ class FlowMatching(GenerativeModule):
         if solver is not None and sampler is not None and solver != sampler:
             raise ConfigError(f"solver {solver!r} and sampler {sampler!r} disagree; give one of them")
         solver = solver or sampler
-        x0 = self.source.sample_seeded(seeds, device=self.device, dtype=self.dtype)
         labels = labels.to(self.device)  # an unconditional net ignores them; a clean classifier reads them
+        if search is not None:
+            from framework.generative.search import search_generate
+
+            path = FlowTrajectory(self, solver, steps, grid, guidance, guidance_scale, guidance_args)
+            return search_generate(self, path, labels, seeds, search, search_args, verifier).to(self.dtype)
+        x0 = self.source.sample_seeded(seeds, device=self.device, dtype=self.dtype)
         return self.solve(x0, labels, solver, steps, grid, guidance, guidance_scale, guidance_args=guidance_args).x
 
     def log_likelihood(
@@ -358,6 +370,72 @@ class FlowMatching(GenerativeModule):
             self.velocity_field(labels), x, t_data=1.0, t_noise=0.0, divergence=divergence,
             probe=probe, generator=generator, seeds=seeds, solver=solver, steps=steps,
         )
+
+
+def flow_time_of_level(path: ProbabilityPath, level: float) -> float:
+    """The flow time ``t`` whose noise level ``b_t / a_t`` is ``level / (1 - level)`` (search's shared level)."""
+    if level >= 1:
+        return 0.0
+    if level <= 0:
+        return 1.0
+    target, lo, hi = level / (1 - level), 0.0, 1.0
+    for _ in range(60):  # b/a decreases from +inf (t = 0) to 0 (t = 1): bisection
+        mid = (lo + hi) / 2
+        if float(path_noise_level(path, torch.tensor(mid, dtype=torch.float64))) > target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+class FlowTrajectory:
+    """A flow's ODE path on search's shared level (``t`` with ``b_t / a_t = level / (1 - level)``; cfm: ``t = 1 - level``).
+
+    Segments integrate the ODE between the two times with the solver's steps in proportion;
+    forward noising is exact in ``x_hat = x_t / a_t = x1 + sigma n``. Needs the Gaussian source.
+    """
+
+    def __init__(self, model, solver, steps, grid, guidance, scale, guidance_args) -> None:
+        if model.source.name != "gaussian":
+            raise ConfigError("inference-time search needs the Gaussian source (its noises are searched)")
+        self.model, self.solver, self.grid = model, solver, grid
+        self.steps = int(steps or model.sample_defaults["steps"])
+        self.guidance, self.scale, self.guidance_args = guidance, scale, guidance_args
+        self.shape = tuple(model.data_shape)
+        self.rows_nfe = self.rows_classifier = 0.0
+
+    def start(self, z: Tensor) -> Tensor:
+        return z.to(self.model.device, self.model.dtype)
+
+    def run(self, x: Tensor, labels: Tensor, seeds: Tensor, level_from: float, level_to: float) -> Tensor:
+        t0, t1 = flow_time_of_level(self.model.path, level_from), flow_time_of_level(self.model.path, level_to)
+        steps = max(1, round(self.steps * (t1 - t0)))
+        m = self.model
+        result = m.solve(x, labels, self.solver, steps, self.grid, self.guidance, self.scale, t_start=t0, t_end=t1,
+                         guidance_args=self.guidance_args)  # fmt: skip
+        self.rows_nfe += result.nfe * len(x)
+        self.rows_classifier += m.last_classifier_evaluations * len(x)
+        return result.x
+
+    def denoised(self, x: Tensor, labels: Tensor, level: float) -> Tensor:
+        m = self.model
+        t = torch.tensor(flow_time_of_level(m.path, level), dtype=x.dtype, device=x.device)
+        guidance = m.guidance if self.guidance is None else (None if self.guidance == "none" else self.guidance)
+        f = m.velocity_field(labels, guidance, m.guidance_scale if self.scale is None else self.scale, self.guidance_args)
+        counter = m.clean_classifier
+        calls = counter.calls if counter is not None else 0
+        out = denoised_from_velocity(m.path, x, f(t, x), t.clamp_min(1e-4))
+        self.rows_nfe += f.evaluations * len(x)
+        self.rows_classifier += ((counter.calls - calls) if counter is not None else 0) * len(x)
+        return out
+
+    def renoise(self, x: Tensor, level_from: float, level_to: float, noise: Tensor) -> Tensor:
+        p = self.model.path
+        t0, t1 = (torch.tensor(flow_time_of_level(p, v), dtype=torch.float64) for v in (level_from, level_to))
+        a0, a1 = p.coefficients(t0)[0], p.coefficients(t1)[0]
+        s0, s1 = path_noise_level(p, t0), path_noise_level(p, t1)
+        x_hat = x / float(a0) + float((s1**2 - s0**2).clamp_min(0).sqrt()) * noise
+        return float(a1) * x_hat
 
 
 @contextmanager
