@@ -62,6 +62,7 @@ class Trajectory(Protocol):
     """
 
     shape: tuple[int, ...]
+    sigma_max: float
     rows_nfe: float
     rows_classifier: float
 
@@ -76,6 +77,9 @@ class Trajectory(Protocol):
 
     def renoise(self, x: Tensor, level_from: float, level_to: float, noise: Tensor) -> Tensor:
         """States at ``level_from`` noised forward to ``level_to`` with the schedule's marginal."""
+
+    def branches(self, x_hat: Tensor, labels: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+        """Unconditional and conditional denoised estimates of ``x_hat = x0 + sigma n`` (two generator calls)."""
 
 
 @dataclass
@@ -128,6 +132,9 @@ def _rows(x: Tensor, n: int) -> Tensor:
 
 class Search:
     """Base class: ``search(trajectory, verifier, labels, seeds) -> SearchResult``."""
+
+    #: Whether the algorithm scores candidates (FKC does not: it reweights by its own weights).
+    needs_verifier: bool = True
 
     def __call__(self, trajectory: Trajectory, verifier: Verifier, labels: Tensor, seeds: Tensor) -> SearchResult:
         raise NotImplementedError
@@ -289,7 +296,9 @@ def search_generate(
     from framework.generative.verifiers import build_verifier
 
     algorithm = build_search(search, **(search_args or {}))
-    judge = build_verifier(verifier, classifier=getattr(model, "clean_classifier", None))
+    judge = None
+    if getattr(algorithm, "needs_verifier", True):
+        judge = build_verifier(verifier, classifier=getattr(model, "clean_classifier", None))
     seeds = torch.as_tensor(seeds, dtype=torch.int64)
     result = algorithm(trajectory, judge, labels, seeds)
     model.last_nfe = int(round(result.nfe))

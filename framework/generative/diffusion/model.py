@@ -450,6 +450,20 @@ class DiffusionTrajectory:
     def renoise(self, x: Tensor, level_from: float, level_to: float, noise: Tensor) -> Tensor:
         return x + (self.sigma(level_to) ** 2 - self.sigma(level_from) ** 2).clamp_min(0).sqrt() * noise
 
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[0])
+
+    def branches(self, x_hat: Tensor, labels: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+        m = self.model
+        if m.num_classes == 0 or m.label_dropout in (0, 1):
+            raise ConfigError("fkc needs a class-conditional model trained with label dropout (0 < label_dropout < 1)")
+        null = torch.full_like(labels, m.null_label)
+        s = torch.full((2 * len(x_hat),), float(sigma), dtype=x_hat.dtype, device=x_hat.device)
+        out = m.denoise(torch.cat([x_hat, x_hat]), s, torch.cat([null, labels]))
+        self.rows_nfe += 2 * len(x_hat)
+        return out.chunk(2)
+
 
 @torch.no_grad()
 def replace_nonfinite_gradients(parameters: Iterable[nn.Parameter], bound: float = 1e5) -> None:

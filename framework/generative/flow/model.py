@@ -429,6 +429,20 @@ class FlowTrajectory:
         self.rows_classifier += ((counter.calls - calls) if counter is not None else 0) * len(x)
         return out
 
+    sigma_max = 80.0
+
+    def branches(self, x_hat: Tensor, labels: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+        m = self.model
+        if m.num_classes == 0 or m.label_dropout in (0, 1):
+            raise ConfigError("fkc needs a class-conditional model trained with label dropout (0 < label_dropout < 1)")
+        t = torch.tensor(flow_time_of_level(m.path, sigma / (1 + sigma)), dtype=x_hat.dtype, device=x_hat.device)
+        a = float(m.path.coefficients(t)[0])
+        x_t = a * x_hat  # velocity -> denoised estimate -> score of x_hat (path coefficients)
+        null = torch.full_like(labels, m.null_label)
+        v = m(torch.cat([x_t, x_t]), t, torch.cat([null, labels]))
+        self.rows_nfe += 2 * len(x_hat)
+        return denoised_from_velocity(m.path, torch.cat([x_t, x_t]), v, t).chunk(2)
+
     def renoise(self, x: Tensor, level_from: float, level_to: float, noise: Tensor) -> Tensor:
         p = self.model.path
         t0, t1 = (torch.tensor(flow_time_of_level(p, v), dtype=torch.float64) for v in (level_from, level_to))
