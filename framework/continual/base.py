@@ -344,6 +344,10 @@ class ContinualModule(ClasszooModule):
         )
         self._write(results)
 
+    def method_metrics(self) -> dict[str, Any]:
+        """Figures of this method's own (e.g. WA's gammas) added to metrics.json; none by default."""
+        return {}
+
     def results(self) -> dict[str, Any]:
         """The metrics of the steps done so far (DESIGN.md "Outputs"), accuracies in percent."""
         return cl_metrics.summarize(self.correct, self.total, few_shot=self.scenario.few_shot)
@@ -360,7 +364,8 @@ class ContinualModule(ClasszooModule):
 
     @rank_zero_only
     def _write_files(self, results: dict[str, Any], log_dir: str) -> None:
-        payload = {"method": type(self).__name__, "steps_done": len(self.correct), **results, "step_seconds": self.step_seconds}
+        payload = {"method": type(self).__name__, "steps_done": len(self.correct), **results, "step_seconds": self.step_seconds,
+                   **self.method_metrics()}  # fmt: skip
         write_atomic(os.path.join(log_dir, "metrics.json"), json.dumps(cl_metrics.to_json(payload), indent=1))
         rows = cl_metrics.to_csv_rows(results)
         table = io.StringIO(newline="")

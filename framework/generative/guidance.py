@@ -22,6 +22,14 @@ any quantity that is affine in the score of the noisy data) at the current noise
   coefficient for a flow).
 * ``cfg+classifier``: classifier-free guidance, then the classifier term on top.
 
+**NFE** (DESIGN.md: generator network evaluations per sample, guidance branches included) is
+counted from the calls a rule actually makes, never declared by the rule: the caller wraps
+its ``predict`` with :class:`NetCalls` (``predict = calls.counting(predict, batch_size)``), and
+a call on ``k * B`` rows for a batch of ``B`` counts ``k``. So ``cfg`` at ``w = 1`` (one call)
+costs 1 and at other ``w`` (one batched call on both branches) 2, and a new rule that makes
+particles, candidates or extra passes is counted right without doing anything. Classifier
+calls are not net calls and are not counted here.
+
 The classifier is called as ``classifier(classifier_x, noise_level) -> logits``; the
 gradient is taken with respect to ``classifier_x`` (default: ``x``), so a caller whose
 classifier sees a rescaled state passes that state (built from ``x`` inside the graph or
@@ -46,6 +54,7 @@ __all__ = [
     "CombinedGuidance",
     "Guidance",
     "GuidanceInput",
+    "NetCalls",
     "NoGuidance",
     "build_guidance",
     "classifier_log_prob_grad",
@@ -86,11 +95,30 @@ class GuidanceInput:
     hat_scale: Tensor | float = 1.0
 
 
-class Guidance:
-    """Base class: ``guidance(predict, inp) -> guided prediction``. The base rule is none."""
+class NetCalls:
+    """Counts generator network evaluations per sample (NFE) through a wrapped ``predict``.
 
-    #: How many model evaluations one guided prediction costs, per sample (for NFE counts).
-    evaluations: int = 1
+    ``counting(predict, batch_size)`` returns ``predict`` that adds ``rows / batch_size`` to
+    :attr:`count` at every call (rounded up): a batched two-branch call counts 2.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def counting(self, predict: Callable[..., Tensor], batch_size: int) -> Callable[..., Tensor]:
+        def counted(x: Tensor, *args: Any) -> Tensor:
+            self.count += -(-len(x) // max(batch_size, 1))
+            return predict(x, *args)
+
+        return counted
+
+
+class Guidance:
+    """Base class: ``guidance(predict, inp) -> guided prediction``. The base rule is none.
+
+    Rules call ``predict`` as often as they need; the NFE comes from those calls (:class:`NetCalls`).
+    """
+
     #: Whether the rule needs a class-conditional generator (False: the classifier carries the class).
     conditional: bool = True
 
@@ -112,8 +140,6 @@ class ClassifierFreeGuidance(Guidance):
     Args:
         scale: Guidance weight ``w``; 1 is the conditional model, 0 the unconditional one.
     """
-
-    evaluations = 2
 
     def __init__(self, scale: float = 1.0) -> None:
         self.scale = float(scale)
@@ -184,8 +210,6 @@ class CombinedGuidance(Guidance):
         scale: Classifier-free guidance weight (1 = conditional).
         classifier_scale: Classifier guidance scale.
     """
-
-    evaluations = 2
 
     def __init__(self, scale: float = 1.0, classifier_scale: float = 1.0) -> None:
         self.cfg = ClassifierFreeGuidance(scale)

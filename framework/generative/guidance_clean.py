@@ -262,10 +262,6 @@ class GradientFreeClassifierGuidance(Guidance):
     def __init__(self, scale: float = 1.0) -> None:
         self.scale = float(scale)
 
-    @property
-    def evaluations(self) -> int:  # type: ignore[override]
-        return 2 if self.scale else 1
-
     def __call__(self, predict: Predict, inp: GuidanceInput) -> Tensor:
         cond = predict(inp.x, inp.labels)
         if not self.scale:

@@ -203,3 +203,14 @@ def test_lightning_test_scores_the_seen_classes(runs):
     model, trainer = runs["fetril"]
     out = trainer.test(model, datamodule=trainer.datamodule, verbose=False)
     assert out[0]["test/accuracy"] == pytest.approx(model.results()["last_accuracy"], abs=1e-3)
+
+
+def test_wa_writes_its_gammas_to_metrics_json(runs):
+    """metrics.json carries each incremental step's gamma (benchmarks/continual_digits.py prints them)."""
+    model, trainer = runs["wa"]
+    with open(os.path.join(trainer.default_root_dir, "metrics.json")) as f:
+        saved = json.load(f)
+    assert saved["gammas"] == pytest.approx(model.gammas) and len(saved["gammas"]) == 3
+    _, other = runs["fetril"]
+    with open(os.path.join(other.default_root_dir, "metrics.json")) as f:
+        assert "gammas" not in json.load(f)

@@ -82,11 +82,17 @@ def test_generation_is_seeded_per_sample_and_reports_nfe():
     torch.testing.assert_close(a[1:], b)
     model.generate(torch.tensor([0]), [0], solver="dopri5")
     assert model.last_nfe > 0
-    # cfg evaluates the net twice per step; scale 1 is the plain conditional model.
+    # NFE = net evaluations per sample, counted on the net itself: cfg at scale 1 is the plain
+    # conditional model (one branch, 12), other scales evaluate both branches (24).
+    rows = []
+    hook = model.net.register_forward_pre_hook(lambda mod, args: rows.append(len(args[0])))
     guided = model.generate(torch.tensor([0, 1, 2]), [5, 6, 7], solver="rk4", steps=3, guidance="cfg", guidance_scale=1.0)
-    assert model.last_nfe == 24
+    assert model.last_nfe == sum(rows) // 3 == 12
     torch.testing.assert_close(guided, a)
+    rows.clear()
     stronger = model.generate(torch.tensor([0, 1, 2]), [5, 6, 7], solver="rk4", steps=3, guidance="cfg", guidance_scale=3.0)
+    assert model.last_nfe == sum(rows) // 3 == 24
+    hook.remove()
     assert not torch.allclose(stronger, a)
 
 

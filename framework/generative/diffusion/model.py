@@ -23,7 +23,7 @@ from framework.generative.diffusion.samplers import (
     pf_velocity,
     sample,
 )
-from framework.generative.guidance import Guidance, GuidanceInput, build_guidance
+from framework.generative.guidance import Guidance, GuidanceInput, NetCalls, build_guidance
 from framework.generative.noise import PerSampleNoise, seeded_randn
 
 __all__ = ["Diffusion"]
@@ -176,9 +176,13 @@ class Diffusion(GenerativeModule):
             if rule.conditional and (self.num_classes == 0 or self.label_dropout == 1):
                 raise ConfigError(f"guidance {guidance!r} needs a class-conditional model (num_classes > 0, label_dropout < 1)")
 
+        calls = NetCalls()
+
         def fn(x: Tensor, sigma: Tensor) -> Tensor:
+            # Guidance may batch both branches (2B rows): repeat sigma to the rows asked.
+            net = calls.counting(lambda xx, yy: self.denoise(xx, sigma.repeat(len(xx) // len(sigma)), yy), len(x))
             if rule is None:
-                return self.denoise(x, sigma, labels)
+                return net(x, labels)
             inp = GuidanceInput(
                 x=x,
                 labels=labels,
@@ -190,12 +194,9 @@ class Diffusion(GenerativeModule):
                 denoise=lambda d: d,  # the prediction is the denoised estimate
                 sigma=sigma,
             )
-            # Classifier-free guidance batches both branches: repeat sigma to the rows asked.
-            return rule(lambda xx, yy: self.denoise(xx, sigma.repeat(len(xx) // len(sigma)), yy), inp)
+            return rule(net, inp)
 
-        model = Denoiser(fn, self.formulation)
-        model.evaluations = rule.evaluations if rule is not None else 1
-        return model
+        return Denoiser(fn, self.formulation, calls)
 
     # -- training ---------------------------------------------------------------------------
     def loss(self, x0: Tensor, labels: Tensor | None, augment: bool = True) -> Tensor:
@@ -256,7 +257,6 @@ class Diffusion(GenerativeModule):
         counter = self.clean_classifier
         calls = counter.calls if counter is not None else 0
         result = sample(sampler or self.sample_defaults["sampler"], model, x, sigmas, noise, **options)
-        result.nfe *= model.evaluations
         self.last_nfe = result.nfe
         self.last_classifier_evaluations = counter.calls - calls if counter is not None else 0
         return result
@@ -443,7 +443,7 @@ class DiffusionTrajectory:
         counter = self.model.clean_classifier
         calls = counter.calls if counter is not None else 0
         out = model(x, self.sigma(level))
-        self.rows_nfe += model.evaluations * len(x)
+        self.rows_nfe += model.nfe * len(x)
         self.rows_classifier += ((counter.calls - calls) if counter is not None else 0) * len(x)
         return out
 

@@ -25,7 +25,7 @@ from framework.generative.flow.paths import (
     sample_times,
 )
 from framework.generative.flow.sources import build_source
-from framework.generative.guidance import GuidanceInput, build_guidance
+from framework.generative.guidance import GuidanceInput, NetCalls, build_guidance
 from framework.generative.likelihood import LikelihoodResult, log_likelihood
 from framework.generative.ode import ODEResult, odesolve
 
@@ -190,9 +190,13 @@ class FlowMatching(GenerativeModule):
         if rule is not None and rule.conditional and (self.num_classes == 0 or self.label_dropout == 1):
             raise ConfigError(f"guidance {guidance!r} needs a class-conditional model (num_classes > 0, label_dropout < 1)")
 
+        calls = NetCalls()
+
         def f(t: Tensor, x: Tensor) -> Tensor:
+            # Guidance may batch both branches (2B rows): forward broadcasts the scalar t.
+            net = calls.counting(lambda xx, yy: self(xx, t, yy), len(x))
             if rule is None:
-                return self(x, t, labels)
+                return net(x, labels)
             tb = t.expand(x.shape[0])
             # The score coefficient blows up at t = 0 (pure noise): guide from t = 0.01.
             tg = tb.clamp_min(0.01)
@@ -209,10 +213,9 @@ class FlowMatching(GenerativeModule):
                 sigma=path_noise_level(self.path, tg),
                 hat_scale=a,
             )
-            # Guidance may batch both branches (2B rows): forward broadcasts the scalar t.
-            return rule(lambda xx, yy: self(xx, t, yy), inp)
+            return rule(net, inp)
 
-        f.evaluations = rule.evaluations if rule is not None else 1
+        f.calls = calls  # the NFE: net evaluations per sample (NetCalls)
         return f
 
     # -- training ------------------------------------------------------------------------------
@@ -286,7 +289,7 @@ class FlowMatching(GenerativeModule):
             atol=opts["atol"],
             return_trajectory=return_trajectory,
         )
-        result.nfe *= f.evaluations
+        result.nfe = f.calls.count
         self.last_nfe = result.nfe
         self.last_classifier_evaluations = counter.calls - calls if counter is not None else 0
         return result
@@ -425,7 +428,7 @@ class FlowTrajectory:
         counter = m.clean_classifier
         calls = counter.calls if counter is not None else 0
         out = denoised_from_velocity(m.path, x, f(t, x), t.clamp_min(1e-4))
-        self.rows_nfe += f.evaluations * len(x)
+        self.rows_nfe += f.calls.count * len(x)
         self.rows_classifier += ((counter.calls - calls) if counter is not None else 0) * len(x)
         return out
 
