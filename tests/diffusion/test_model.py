@@ -228,7 +228,7 @@ def test_class_conditional_diffusion_learns_the_classes():
 
 def test_bad_configuration_raises():
     with pytest.raises(ConfigError):
-        _tiny(label_dropout=1.0)
+        _tiny(label_dropout=1.5)
     with pytest.raises(ConfigError):
         _tiny(formulation="vp", formulation_args={"sigma_data": 0.5})
     with pytest.raises(registry.UnknownNameError):
