@@ -2,12 +2,13 @@
 
 Importing this package registers the scenarios (kind ``data``: ``class_incremental``,
 ``few_shot_incremental``) and the methods (kind ``model``: ``finetune``, ``joint``, ``ncm``,
-``fetril``, ``wa``, ``teen``).
+``fetril``, ``wa``, ``teen``, ``generative_replay``).
 """
 
 from framework.continual.base import ContinualModule
 from framework.continual.baselines import NCM, Finetune, Joint
 from framework.continual.fetril import FeTrIL
+from framework.continual.generative_replay import GenerativeReplay
 from framework.continual.scenario import (
     ClassIncremental,
     FewShotIncremental,
@@ -24,6 +25,7 @@ __all__ = [
     "ContinualModule",
     "FeTrIL",
     "FewShotIncremental",
+    "GenerativeReplay",
     "Finetune",
     "IncrementalScenario",
     "Joint",
