@@ -2,13 +2,14 @@
 
 Importing this package registers the scenarios (kind ``data``: ``class_incremental``,
 ``few_shot_incremental``) and the methods (kind ``model``: ``finetune``, ``joint``, ``ncm``,
-``fetril``, ``wa``, ``teen``, ``icarl``, ``acil`` / ``gacil``).
+``fetril``, ``wa``, ``teen``, ``icarl``, ``acil`` / ``gacil``, ``generative_replay``).
 """
 
 from framework.continual.acil import ACIL
 from framework.continual.base import ContinualModule
 from framework.continual.baselines import NCM, Finetune, Joint
 from framework.continual.fetril import FeTrIL
+from framework.continual.generative_replay import GenerativeReplay
 from framework.continual.icarl import ICaRL
 from framework.continual.scenario import (
     ClassIncremental,
@@ -27,6 +28,7 @@ __all__ = [
     "ContinualModule",
     "FeTrIL",
     "FewShotIncremental",
+    "GenerativeReplay",
     "ICaRL",
     "Finetune",
     "IncrementalScenario",
