@@ -117,7 +117,7 @@ class FeTrIL(ContinualModule):
         self.svm_jobs = svm_jobs
         # Class means of real features, kept from the step that introduced each class.
         self.register_buffer("means", torch.zeros(self.num_classes, self.num_features))
-        self._step_features: tuple[Tensor, Tensor] | None = None
+        self._step_features: InMemoryDataset | None = None
 
     def step_epochs(self, step: int) -> int:
         if step == 0:

@@ -97,7 +97,8 @@ def test_fetril_pseudo_features_translate_the_nearest_new_class(scenario, distan
     model.step = 1
     model.on_step_start(1)
 
-    x, y = model._step_features
+    step_data = model._step_features  # made batch by batch: ask for every row
+    x, y = step_data.__getitems__(range(len(step_data)))
     expected = {2: sorted(NEW_2), 3: sorted(NEW_3)}  # the real features of the new classes
     for c, n in borrowed.items():  # f - mu_n + mu_c for every real feature f of the borrowed class n
         rows = NEW_2 if n == 2 else NEW_3
