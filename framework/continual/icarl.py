@@ -108,7 +108,7 @@ class ICaRL(ContinualModule):
     def classify_features(self, features: Tensor) -> Tensor:
         return nme_scores(features, self.means)
 
-    def _record(self, step: int, seconds: float) -> None:
+    def _record(self, step: int, seconds: float, cpu_seconds: float | None = None) -> None:
         scenario = self.scenario
         indices = scenario.eval_indices(step)
         labels = scenario.labels(scenario.eval_split)[indices]
@@ -117,7 +117,7 @@ class ICaRL(ContinualModule):
             preds = self.head(features.to(self.device))[:, : scenario.seen_classes(step)].argmax(1).cpu()
         self.cnn_correct.append(int((preds == labels).sum()))
         self.cnn_total.append(len(labels))
-        super()._record(step, seconds)
+        super()._record(step, seconds, cpu_seconds)
 
     def method_metrics(self) -> dict[str, Any]:
         accuracy = [100.0 * c / t if t else float("nan") for c, t in zip(self.cnn_correct, self.cnn_total)]
