@@ -80,6 +80,10 @@ class ClasszooModule(L.LightningModule):
     # DataModules' loaders shuffle by (seed, epoch) and seed workers from their own
     # generator, so the sanity check and the loaders never draw from these.)
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from framework.loading import CLASS_KEY
+
+        # compositions rebuild a part from its checkpoint alone (framework.loading.load_trained)
+        checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
         states = _rng_states()
         checkpoint["rng_states"] = states
         trainer = self._trainer

@@ -46,11 +46,9 @@ class ClassifierFeatures(FrozenExtractor):
         super().__init__()
         from framework.models.classifier import Classifier
 
-        if not os.path.isfile(checkpoint):
-            raise ConfigError(f"evaluator checkpoint not found: {checkpoint}")
-        # Lightning checkpoints may hold NumPy objects (loop and RNG state): load them as the
-        # trusted local files they are, as `lightning fit --ckpt_path` does.
-        self._set_classifier(Classifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False))
+        from framework.loading import load_trained
+
+        self._set_classifier(load_trained(checkpoint, Classifier, role="evaluator", base=Classifier))
 
     @classmethod
     def from_module(cls, classifier: nn.Module) -> ClassifierFeatures:

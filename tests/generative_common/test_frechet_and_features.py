@@ -93,7 +93,7 @@ def test_classifier_features_load_the_checkpoint(evaluator_checkpoint):
         torch.testing.assert_close(extractor(x), model.features(x))
     extractor.train()
     assert not extractor.training and not any(p.requires_grad for p in extractor.parameters())
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="evaluator: checkpoint not found"):
         build_extractor("classifier", checkpoint="/nonexistent/evaluator.ckpt")
 
 

@@ -19,7 +19,7 @@ from torch import Tensor
 from framework.data.base import ClasszooDataModule, InMemoryDataset
 from framework.errors import ConfigError, DataNotFoundError
 from framework.io import write_atomic
-from registry import RegistryError, register
+from registry import register
 
 __all__ = ["PairDataset", "ReflowPairs", "generate_pairs", "load_flow"]
 
@@ -27,21 +27,18 @@ __all__ = ["PairDataset", "ReflowPairs", "generate_pairs", "load_flow"]
 def load_flow(checkpoint: str, map_location: str | torch.device = "cpu"):
     """The ``flow`` model saved in a Lightning checkpoint (EMA weights if it was trained with EMA)."""
     from framework.generative.flow.model import FlowMatching
+    from framework.loading import load_trained, read_checkpoint
 
     if not os.path.isfile(checkpoint):
         raise DataNotFoundError(f"reflow: teacher checkpoint not found: {checkpoint} (train the teacher recipe first)")
-    hparams = torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {})
-    if "net" not in hparams:
+    if "net" not in read_checkpoint(checkpoint, "reflow teacher").get("hyper_parameters", {}):
         # The net was passed as a module (notebook use), so the checkpoint cannot name it.
         raise ConfigError(f"cannot rebuild a flow model from {checkpoint}: it does not name its net")
-    try:
-        # The weights come from the checkpoint: do not re-read the teacher it was initialised from.
-        model = FlowMatching.load_from_checkpoint(
-            checkpoint, map_location=map_location, weights_only=False, init_checkpoint=None
-        )
-    except (TypeError, RegistryError) as err:  # another model's checkpoint
-        raise ConfigError(f"cannot rebuild a flow model from {checkpoint}: {err}") from None
-    return model.eval()
+    # The weights come from the checkpoint: do not re-read the teacher it was initialised from.
+    return load_trained(
+        checkpoint, FlowMatching, role="reflow teacher", base=FlowMatching, map_location=map_location,
+        freeze=False, init_checkpoint=None,
+    ).eval()
 
 
 @torch.no_grad()
