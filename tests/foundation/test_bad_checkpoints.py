@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
 import sys
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 
 from framework.cli import main
 from tests.conftest import REPO
+from tests import _processes as processes
 
 QUICKSTART = os.path.join(REPO, "recipes", "quickstart.yaml")
 FLOW = os.path.join(REPO, "recipes", "flow_toy2d.yaml")
@@ -88,9 +88,9 @@ def test_missing_file_and_a_file_without_state_dict(tmp_path, capsys, in_tmp):
 
 
 def test_console_script_corrupt_checkpoint_exits_2_without_traceback(corrupt, tmp_path):
-    proc = subprocess.run(
+    proc = processes.run(
         [sys.executable, "-m", "framework", "fit", "--config", QUICKSTART, "--ckpt_path", corrupt, *QUIET],
-        capture_output=True, text=True, cwd=tmp_path, timeout=240,
+        cwd=tmp_path, timeout=240,
     )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
