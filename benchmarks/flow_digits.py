@@ -38,8 +38,8 @@ SETTINGS = [
 def fit(recipe: str, work: Path) -> tuple[Path, dict]:
     """Run ``lightning fit`` on a recipe inside ``work``; its checkpoint and the time it took.
 
-    The digits recipes write ``outputs/<name>/<name>.ckpt`` relative to the working directory
-    (and reflow_digits reads the teacher there), so both runs share ``work``.
+    The digits recipes write ``lightning_logs/version_N/checkpoints/<name>.ckpt`` under the
+    working directory (and reflow_digits reads the newest teacher there), so both runs share ``work``.
     """
     name = Path(recipe).stem
     command = [sys.executable, "-m", "framework", "fit", "--config", str(ROOT / recipe),
@@ -55,7 +55,13 @@ def fit(recipe: str, work: Path) -> tuple[Path, dict]:
         "cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 1),
     }
     print(name, "training cost", json.dumps(cost), flush=True)
-    return work / "outputs" / name / f"{name}.ckpt", cost
+    return _newest_checkpoint(work, name), cost
+
+
+def _newest_checkpoint(work: Path, name: str) -> Path:
+    from framework.loading import resolve_checkpoint
+
+    return Path(resolve_checkpoint(work / "lightning_logs" / "version_*" / "checkpoints" / f"{name}.ckpt"))
 
 
 def curve(checkpoint: Path, evaluator: Path, per_class: int, guidance_scale: float | None) -> list[dict]:
@@ -108,7 +114,7 @@ def main() -> None:
 
     result: dict = {"args": vars(args), "torch_threads": 1}
     if args.skip_train:
-        teacher = work / "outputs" / "flow_digits" / "flow_digits.ckpt"
+        teacher = _newest_checkpoint(work, "flow_digits")
     else:
         teacher, result["flow_train"] = fit("recipes/flow_digits.yaml", work)
     result["flow"] = curve(teacher, evaluator, args.per_class, args.guidance_scale)
@@ -117,7 +123,7 @@ def main() -> None:
         print("bits/dim", json.dumps(result["flow_bpd"]), flush=True)
     if not args.no_reflow:
         if args.skip_train:
-            student = work / "outputs" / "reflow_digits" / "reflow_digits.ckpt"
+            student = _newest_checkpoint(work, "reflow_digits")
         else:
             # Includes generating the teacher's pairs; a cache from an earlier teacher is stale.
             (work / "outputs" / "reflow_digits" / "pairs.npz").unlink(missing_ok=True)
