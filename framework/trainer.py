@@ -119,7 +119,7 @@ class ClasszooTrainer(L.Trainer):
         generate_options = {k: v for k, v in given.items() if v is not None} | dict(options or {})
         check_options(model.generate, generate_options, type(model).__name__)
 
-        requests = SampleRequests(model.num_classes, num_per_class)
+        requests = SampleRequests(getattr(model, "sample_classes", model.num_classes), num_per_class)
         writer = SampleWriter(
             output,
             num_rows=requests.num_rows,

@@ -125,7 +125,7 @@ def test_bad_configuration_raises():
     with pytest.raises(ConfigError, match="time sampling"):
         _model(time_sampling="beta")
     with pytest.raises(ConfigError, match="label_dropout"):
-        _model(label_dropout=1.0)
+        _model(label_dropout=1.5)
     with pytest.raises(ConfigError, match="guidance"):
         _model(num_classes=0).generate(torch.zeros(1, dtype=torch.long), [0], guidance="cfg", guidance_scale=2.0)
     with pytest.raises(ConfigError, match="re-pair"):

@@ -42,6 +42,8 @@ __all__ = [
     "TargetCFM",
     "VPPath",
     "build_path",
+    "denoised_from_velocity",
+    "path_noise_level",
     "ot_plan",
     "sample_plan",
     "sample_times",
@@ -141,6 +143,11 @@ class ProbabilityPath:
         For ``x_t = a_t x1 + b_t x0`` with Gaussian x0: ``u = (a'/a) x + b (a' b - a b') / a * score``.
         """
         return (1 - t) / t
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(a, b, a', b')`` of the mean path ``a_t x1 + b_t x0`` at ``t`` (the noise around it ignored)."""
+        t = torch.as_tensor(t)
+        return t, 1 - t, torch.ones_like(t), -torch.ones_like(t)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -336,6 +343,10 @@ class TargetCFM(ProbabilityPath):
     def score_coefficient(self, t: Tensor) -> Tensor:
         return self.std(t) / t
 
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        t = torch.as_tensor(t)
+        return t, self.std(t), torch.ones_like(t), torch.full_like(t, -(1 - self.sigma))
+
 
 @register("path", "vp_path", aliases=("vp_cfm", "trigonometric"))
 class VPPath(ProbabilityPath):
@@ -355,6 +366,26 @@ class VPPath(ProbabilityPath):
 
     def score_coefficient(self, t: Tensor) -> Tensor:
         return math.pi / 2 / torch.tan(math.pi / 2 * t)
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        h = math.pi / 2 * torch.as_tensor(t)
+        return torch.sin(h), torch.cos(h), math.pi / 2 * torch.cos(h), -math.pi / 2 * torch.sin(h)
+
+
+def denoised_from_velocity(path: ProbabilityPath, x: Tensor, v: Tensor, t: Tensor) -> Tensor:
+    """The denoised estimate ``x1_hat = E[x1 | x_t]`` from the marginal velocity ``v`` at ``x_t = x``.
+
+    ``x = a x1_hat + b x0_hat`` and ``v = a' x1_hat + b' x0_hat`` (both linear in the posterior
+    means) give ``x1_hat = (b v - b' x) / (a' b - a b')``; cfm: ``x + (1 - t) v``.
+    """
+    a, b, da, db = (_pad(c.to(x), x) for c in path.coefficients(torch.as_tensor(t).to(x)))
+    return (b * v - db * x) / (da * b - a * db)
+
+
+def path_noise_level(path: ProbabilityPath, t: Tensor) -> Tensor:
+    """Noise level ``sigma = b_t / a_t`` of ``x_hat = x_t / a_t = x1 + sigma x0`` (Gaussian source)."""
+    a, b, _, _ = path.coefficients(torch.as_tensor(t))
+    return b / a
 
 
 def build_path(path: str | ProbabilityPath, **options: Any) -> ProbabilityPath:
