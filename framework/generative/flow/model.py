@@ -174,7 +174,9 @@ class FlowMatching(GenerativeModule):
 
     def _load_net(self, checkpoint: str) -> None:
         from framework.errors import DataNotFoundError
+        from framework.loading import resolve_checkpoint
 
+        checkpoint = resolve_checkpoint(checkpoint, "init_checkpoint")
         if not os.path.isfile(checkpoint):
             raise DataNotFoundError(f"init_checkpoint not found: {checkpoint}")
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
