@@ -75,6 +75,11 @@ class GuidanceInput:
         noise_level: (B,) noise level as the classifier takes it (e.g. sigma).
         classifier_x: The classifier's input, if it is not ``x`` (e.g. ``x / scale``).
         score_coef: Scalar or (B,) tensor: d(prediction) / d(score w.r.t. ``classifier_x``).
+        clean_classifier: Classifier of clean data ``x0 -> logits`` (``elucd``, ``gfcg``).
+        denoise: ``prediction -> x0_hat``, the denoised estimate of the state from the
+            prediction at ``x`` (the identity for a denoiser; a flow's velocity converts).
+        sigma: (B,) noise level of ``x_hat = x / hat_scale = x0 + sigma n``.
+        hat_scale: Scalar or (B,): the state is ``hat_scale * x_hat`` (flow: ``a_t``).
     """
 
     x: Tensor
@@ -84,6 +89,10 @@ class GuidanceInput:
     noise_level: Tensor | None = None
     classifier_x: Tensor | None = None
     score_coef: Tensor | float = 1.0
+    clean_classifier: nn.Module | Callable[[Tensor], Tensor] | None = None
+    denoise: Callable[[Tensor], Tensor] | None = None
+    sigma: Tensor | None = None
+    hat_scale: Tensor | float = 1.0
 
 
 class NetCalls:
@@ -110,6 +119,9 @@ class Guidance:
     Rules call ``predict`` as often as they need; the NFE comes from those calls (:class:`NetCalls`).
     """
 
+    #: Whether the rule needs a class-conditional generator (False: the classifier carries the class).
+    conditional: bool = True
+
     def __call__(self, predict: Predict, inp: GuidanceInput) -> Tensor:
         return predict(inp.x, inp.labels)
 
@@ -117,6 +129,8 @@ class Guidance:
 @register("guidance", "none")
 class NoGuidance(Guidance):
     """No guidance: the plain conditional prediction."""
+
+    conditional = False
 
 
 @register("guidance", "cfg", aliases=("classifier_free",))
