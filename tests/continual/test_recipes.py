@@ -9,11 +9,12 @@ import pytest
 from framework.cli import main, run_cli
 
 RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "recipes")
-METHODS = ("finetune", "joint", "ncm", "fetril", "wa", "teen")
+METHODS = ("finetune", "joint", "ncm", "fetril", "wa", "teen", "generative_replay")
 DIGITS = [
     os.path.join(RECIPES, name)
     for name in ("fetril_digits.yaml", "finetune_digits.yaml", "finetune_digits_fewshot.yaml", "joint_digits.yaml",
-                 "ncm_digits.yaml", "teen_digits.yaml", "wa_digits.yaml")
+                 "ncm_digits.yaml", "teen_digits.yaml", "wa_digits.yaml", "generative_replay_digits.yaml",
+                 "generative_replay_diffusion_digits.yaml", "generative_replay_adcgan_digits.yaml")
 ]
 GPU = [
     os.path.join(RECIPES, name)
@@ -24,7 +25,7 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 
 
 def test_every_method_has_a_digits_recipe_and_every_recipe_is_listed():
-    names = {os.path.basename(p).split("_")[0] for p in DIGITS}
+    names = {m for m in METHODS for p in DIGITS if os.path.basename(p).startswith(m + "_")}
     assert names == set(METHODS)
     ours = {p for p in glob.glob(os.path.join(RECIPES, "*.yaml")) if os.path.basename(p).startswith(METHODS)}
     assert ours == {os.path.abspath(p) for p in DIGITS + GPU} or ours == set(DIGITS + GPU)
@@ -35,6 +36,8 @@ def test_digits_recipe_runs_the_whole_protocol(recipe, in_tmp):
     short = ["--model.init_args.base_epochs=1"]
     if "ncm" not in recipe and "teen" not in recipe:
         short.append("--model.init_args.epochs=1")
+    if "generative_replay" in recipe:
+        short.append("--model.init_args.generator_epochs=1")
     cli = run_cli(["fit", "--config", os.path.abspath(recipe), *QUIET, "--trainer.default_root_dir=out", *short])
     assert cli.model.done
     with open(os.path.join("out", "metrics.json")) as f:
