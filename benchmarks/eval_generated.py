@@ -14,7 +14,12 @@ Prints and returns (as a dict, from :func:`evaluate_samples`):
 - ``fd_ratio`` = ``fd_test / fd_real`` (issue bars: <= 2.5 for diffusion and flows, <= 3 for GANs);
 - ``real_accuracy``: the evaluator's accuracy on the real test split (its own ceiling);
 - ``accuracy_per_class``: the accuracy on the samples of each class, None for a class with
-  no samples.
+  no samples;
+- the memorisation check (:func:`framework.metrics.memorization_check`, pixel space):
+  ``nn_train_median`` (median distance of a generated sample to its nearest training image),
+  ``nn_train_median_test`` (the same for the real test images), ``nn_ratio`` (their ratio:
+  about 1 without memorisation, near 0 for copies) and ``near_copy_fraction`` (generated
+  samples nearer to a training image than 95 % of the test images are; 0.05 expected).
 
 The evaluator and the real features are computed once per checkpoint file and data (cached
 in the process), so calling it in a loop over samplers or NFEs is cheap.
@@ -101,7 +106,9 @@ def _compute_reference(evaluator: Any, data: Any, data_args: dict[str, Any] | No
         train_features, _ = extract(extractor, datamodule.train_dataloader())
         test_features, test_logits = extract(extractor, datamodule.test_dataloader())
     test_labels = torch.cat([y for _, y in datamodule.test_dataloader()])
-    return extractor, train_features, test_features, test_logits, test_labels
+    train_images = torch.cat([x for x, _ in datamodule.train_dataloader()])
+    test_images = torch.cat([x for x, _ in datamodule.test_dataloader()])
+    return extractor, train_features, test_features, test_logits, test_labels, train_images, test_images
 
 
 def evaluate_samples(
@@ -123,12 +130,14 @@ def evaluate_samples(
         verbose: Print the figures.
     """
     from framework.generative.output import load_samples
-    from framework.metrics import extract, frechet_distance_of_features
+    from framework.metrics import extract, frechet_distance_of_features, memorization_check
 
     images, labels = load_samples(samples) if not isinstance(samples, tuple) else samples
     images, labels = torch.as_tensor(images, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.int64)
     start = time.perf_counter()
-    extractor, train_features, test_features, test_logits, test_labels = _reference(evaluator, data, data_args)
+    extractor, train_features, test_features, test_logits, test_labels, train_images, test_images = _reference(
+        evaluator, data, data_args
+    )
     with torch.no_grad():
         gen_features, gen_logits = extract(extractor, images, batch_size)
     correct = (gen_logits.argmax(1) == labels).double()
@@ -150,6 +159,7 @@ def evaluate_samples(
             round(correct[labels == c].mean().item(), 4) if (labels == c).any() else None
             for c in range(test_logits.shape[1])
         ],
+        **memorization_check(images, train_images, test_images),
     }
     if verbose:
         print(format_result(result))

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 import registry
-from framework.errors import ConfigError, DataNotFoundError
+from framework.errors import ConfigError
 
 __all__ = ["CLASS_KEY", "load_trained", "read_checkpoint"]
 
@@ -37,7 +37,7 @@ def read_checkpoint(path: str | os.PathLike, role: str = "checkpoint") -> dict[s
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise DataNotFoundError(f"{role}: checkpoint not found: {path}")
+        raise ConfigError(f"{role}: checkpoint not found: {path}")
     try:
         # Lightning checkpoints hold NumPy objects (loop and RNG states): they are trusted local
         # files here, read as `lightning fit --ckpt_path` reads them.

@@ -352,8 +352,8 @@ class ContinualModule(ClasszooModule):
         )
         self._write(results)
 
-    def extra_results(self) -> dict[str, Any]:
-        """Method-specific entries added to metrics.json (plain data; none by default)."""
+    def method_metrics(self) -> dict[str, Any]:
+        """Figures of this method's own (e.g. WA's gammas) added to metrics.json; none by default."""
         return {}
 
     def results(self) -> dict[str, Any]:
@@ -378,7 +378,7 @@ class ContinualModule(ClasszooModule):
             **results,
             "step_seconds": self.step_seconds,
             "step_cpu_seconds": self.step_cpu_seconds,
-            **self.extra_results(),
+            **self.method_metrics(),
         }
         write_atomic(os.path.join(log_dir, "metrics.json"), json.dumps(cl_metrics.to_json(payload), indent=1))
         rows = cl_metrics.to_csv_rows(results)
@@ -432,7 +432,10 @@ class ContinualModule(ClasszooModule):
         self.memory = {c: ix[:m] for c, ix in self.memory.items()}
         indices = self.scenario.train_indices(step)
         features, labels = self.train_features(indices)
+        start, end = self.scenario.step_range(step)
         for c in labels.unique().tolist():
+            if not start <= c < end:
+                continue  # a generalized step's samples of old classes (revisit): those keep their exemplars
             rows = torch.nonzero(labels == c).flatten()
             self.memory[c] = indices[rows[herding(features[rows], m)]]
 

@@ -23,6 +23,51 @@ from framework.errors import ConfigError
 from registry import register
 
 
+class TranslatedFeatures(InMemoryDataset):
+    """A step's FeTrIL training set, real features first, then each old class's pseudo-features,
+    computed only for the rows a batch asks for.
+
+    Row order and values are those of concatenating ``features`` and, for each old class c in
+    order, :func:`pseudo_features` of the new class nearest to c (same float operations, so
+    the same bits). Memory: the new classes' real features, the means and one batch, whatever
+    the number of old classes (the materialised set is old classes x samples x dim).
+
+    Args:
+        features: Real features of the step's new classes (N x D).
+        labels: Their labels (in ``start + 0 .. start + new - 1``).
+        new_means: Means of the new classes (new x D), row k for label ``start + k``.
+        old_means: Means of the old classes (start x D).
+        nearest: For each old class, the index (into ``new_means``) of its nearest new class.
+        start: The number of old classes (the first new label).
+    """
+
+    def __init__(self, features: Tensor, labels: Tensor, new_means: Tensor, old_means: Tensor, nearest: Tensor, start: int) -> None:
+        self.features, self.new_means, self.old_means = features, new_means, old_means
+        rows_of = [torch.nonzero(labels == start + k).flatten() for k in range(len(new_means))]
+        source = [torch.arange(len(labels))] + [rows_of[int(nearest[c])] for c in range(start)]
+        self.source = torch.cat(source)  # the real row each output row comes from
+        self.old_class = torch.cat(  # -1: a real row; else the old class it stands for
+            [torch.full((len(labels),), -1, dtype=torch.long)] + [torch.full((len(source[1 + c]),), c) for c in range(start)]
+        )
+        self.nearest = nearest.long()
+        self.x = None  # never materialised
+        self.y = torch.where(self.old_class >= 0, self.old_class, labels[self.source])
+        self.transform = None
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitems__(self, indices) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        x = self.features.index_select(0, self.source[idx])
+        c = self.old_class[idx]
+        pseudo = torch.nonzero(c >= 0).flatten()
+        if len(pseudo):
+            n = self.nearest[c[pseudo]]
+            x[pseudo] = pseudo_features(x[pseudo], self.new_means[n], self.old_means[c[pseudo]])
+        return x, self.y.index_select(0, idx)
+
+
 @register("model", "fetril")
 class FeTrIL(ContinualModule):
     """FeTrIL: train the extractor on the base step, freeze it, and learn later steps from features.
@@ -89,12 +134,7 @@ class FeTrIL(ContinualModule):
         self.means[start:end] = new_means.to(self.means)
         old_means = self.means[:start].cpu()
         nearest = nearest_new_class(old_means, new_means, self.distance)
-        xs, ys = [features], [labels]
-        for c in range(start):
-            n = int(nearest[c])
-            xs.append(pseudo_features(features[labels == start + n], new_means[n], old_means[c]))
-            ys.append(torch.full((int((labels == start + n).sum()),), c, dtype=torch.long))
-        self._step_features = (torch.cat(xs), torch.cat(ys))
+        self._step_features = TranslatedFeatures(features, labels, new_means, old_means, nearest, start)
 
     def reset_rows(self, start: int, end: int) -> None:
         if self.classifier == "linear":
@@ -105,7 +145,7 @@ class FeTrIL(ContinualModule):
             return super().train_data(scenario)
         if self._step_features is None:
             self.on_step_start(self.step)
-        return InMemoryDataset(*self._step_features)
+        return self._step_features  # pseudo-features made batch by batch: memory O(new data + batch)
 
     def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
         logits = self(x) if self.step == 0 else self.head(x)  # later steps train on features
@@ -116,9 +156,10 @@ class FeTrIL(ContinualModule):
             self.freeze_backbone()
             features, labels = self.train_features(self.scenario.train_indices(0))
             self.means[: self.seen] = class_means(features, labels, range(self.seen)).to(self.means)
-            self._step_features = (features, labels)
-        if self.classifier == "svm":
-            self.fit_svm(*self._step_features)
+            self._step_features = InMemoryDataset(features, labels)
+        if self.classifier == "svm":  # liblinear needs the whole design matrix: materialised here only
+            data = self._step_features
+            self.fit_svm(*data.__getitems__(range(len(data))))
         self._step_features = None  # rebuilt from the cache if ever needed again
         super().on_step_end(step)
 

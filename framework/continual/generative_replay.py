@@ -206,7 +206,7 @@ class GenerativeReplay(ContinualModule):
         saved = checkpoint.get("generative_replay", {}).get("replay_log", {})
         self.replay_log = {int(s): v for s, v in saved.items()}
 
-    def extra_results(self) -> dict[str, Any]:
+    def method_metrics(self) -> dict[str, Any]:
         steps = sorted(self.replay_log)
         return {"replay": [{"step": s, **self.replay_log[s]} for s in steps]}
 

@@ -90,6 +90,17 @@ class WA(ContinualModule):
         self.old_backbone.load_state_dict(self.backbone.state_dict())
         self.old_head.load_state_dict(self.head.state_dict())
 
+    def method_metrics(self) -> dict[str, Any]:
+        return {"gammas": list(self.gammas)}  # one per incremental step, in step order
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["continual"]["gammas"] = list(self.gammas)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.gammas = list(checkpoint["continual"].get("gammas", []))
+
     @torch.no_grad()
     def align_weights(self, known: int, seen: int) -> float:
         """Scale the new classes' head rows by gamma (bias untouched, as in both references)."""

@@ -68,3 +68,10 @@ def test_recipe_header_says_what_it_runs(recipe):
     with open(recipe) as f:
         first = f.readline()
     assert first.startswith("# "), f"{os.path.basename(recipe)} should start with a comment saying what it runs"
+
+
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if "accelerator: cpu" in open(r).read()], ids=os.path.basename)
+def test_every_cpu_recipe_runs_one_intra_op_thread(recipe):
+    # On 2 shared cores torch's two intra-op threads spin against any other load (2.5x slower).
+    with open(recipe) as f:
+        assert yaml.safe_load(f).get("torch_threads") == 1, f"{os.path.basename(recipe)} lacks torch_threads: 1"
