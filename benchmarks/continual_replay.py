@@ -129,7 +129,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default=None, help="write every run's metrics here (one JSON list)")
     parser.add_argument("--only", nargs="*", default=None, help="run only the rows whose label starts with one of these")
+    parser.add_argument("--table", nargs="+", default=None, help="print the table of saved --out files, run nothing")
     args = parser.parse_args()
+    if args.table:
+        results = [r for path in args.table for r in json.load(open(path))]
+        print_table(list(dict.fromkeys(r["method"] for r in results)), results)
+        return
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     runs = [(e[0], lambda seed, e=e: run(e[1], seed, e[2] if len(e) > 2 else {}, None)) for e in RUNS]
     try:
@@ -146,19 +151,26 @@ def main() -> None:
             metrics = fn(seed)
             results.append({**metrics, "method": label, "seed": seed})
             print(f"{label} seed {seed}: AIA {metrics['average_incremental_accuracy']:.2f}", file=sys.stderr)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
-    print("| method | per-step accuracy (%) | AIA | last | forgetting | CPU s per step (0 / 1 / 2 / 3) |")
-    print("|---|---|---|---|---|---|")
-    for label, _ in runs:
+            if args.out:  # after every run: a stopped benchmark keeps what it measured
+                with open(args.out, "w") as f:
+                    json.dump(results, f, indent=1)
+    print_table([label for label, _ in runs], results)
+
+
+def print_table(labels: list[str], results: list[dict]) -> None:
+    """Mean over the seeds of each row; AIA ± its standard deviation over seeds."""
+    print("| method | seeds | per-step accuracy (%) | AIA | last | forgetting | CPU s per step (0 / 1 / 2 / 3) |")
+    print("|---|---|---|---|---|---|---|")
+    for label in labels:
         rows = [r for r in results if r["method"] == label]
+        if not rows:
+            continue
         steps = [statistics.mean(r["accuracy"][s] for r in rows) for s in range(len(rows[0]["accuracy"]))]
         aia = [r["average_incremental_accuracy"] for r in rows]
         spread = statistics.stdev(aia) if len(aia) > 1 else 0.0
         cpu = [statistics.mean(r["step_cpu_seconds"][s] for r in rows) for s in range(len(steps))]
         print(
-            f"| {label} | {' / '.join(f'{a:.1f}' for a in steps)} | {statistics.mean(aia):.2f} ± {spread:.2f}"
+            f"| {label} | {len(rows)} | {' / '.join(f'{a:.1f}' for a in steps)} | {statistics.mean(aia):.2f} ± {spread:.2f}"
             f" | {statistics.mean(r['last_accuracy'] for r in rows):.2f}"
             f" | {statistics.mean(r['forgetting'] for r in rows):.2f} | {' / '.join(f'{c:.1f}' for c in cpu)} |"
         )

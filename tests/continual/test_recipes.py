@@ -46,7 +46,7 @@ def test_digits_recipe_runs_the_whole_protocol(recipe, in_tmp):
     if "ncm" not in recipe and "teen" not in recipe:
         short.append("--model.init_args.epochs=1")
     if "generative_replay" in recipe:
-        short.append("--model.init_args.generator_epochs=1")
+        short += ["--model.init_args.generator_epochs=1", "--model.init_args.replay_per_class=8"]
     cli = run_cli(["fit", "--config", os.path.abspath(recipe), *QUIET, "--trainer.default_root_dir=out", *short])
     assert cli.model.done
     with open(os.path.join("out", "metrics.json")) as f:
