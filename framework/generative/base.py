@@ -38,6 +38,10 @@ class GenerativeModule(ClasszooModule):
         super().__init__(num_classes=num_classes, data_shape=data_shape)
         self.sample_seed = 0
         self.sample_options: dict[str, Any] = {}
+        #: Classes that training draws its own labels from (a GAN's fakes): labels below this
+        #: number; None: all ``num_classes``. Class-incremental compositions (generative replay)
+        #: set it to the classes seen so far; generators that learn only the data's labels ignore it.
+        self.train_classes: int | None = None
         #: Classifier evaluations of the last :meth:`generate` call (guidance, verifiers), per sample.
         self.last_classifier_evaluations = 0
         object.__setattr__(self, "_clean_classifier", None)
