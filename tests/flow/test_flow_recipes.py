@@ -12,7 +12,7 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 FAST = ["--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
-@pytest.mark.parametrize("recipe", ["flow_toy2d.yaml", "flow_toy2d_transport.yaml", "flow_digits.yaml"])
+@pytest.mark.parametrize("recipe", ["flow_toy2d.yaml", "flow_toy2d_transport.yaml", "flow_digits.yaml", "flow_digits_uncond.yaml"])
 def test_recipe_runs_one_step(recipe, in_tmp):
     assert main(["fit", "--config", str(RECIPES / recipe), *FAST]) == 0
 
