@@ -14,7 +14,12 @@ Prints and returns (as a dict, from :func:`evaluate_samples`):
 - ``fd_ratio`` = ``fd_test / fd_real`` (issue bars: <= 2.5 for diffusion and flows, <= 3 for GANs);
 - ``real_accuracy``: the evaluator's accuracy on the real test split (its own ceiling);
 - ``accuracy_per_class``: the accuracy on the samples of each class, None for a class with
-  no samples.
+  no samples;
+- ``fd_real_equal`` / ``fd_ratio_equal``: the floor and the ratio at equal sample counts (a
+  seeded subset of the train split as large as the generated set, against the test split);
+- ``nn_train_median`` / ``nn_train_median_test``: memorisation check, the median pixel-space L2
+  distance of a generated / a real test image to its nearest training image (generated ones
+  far nearer than real test images are to the train split would be copies).
 
 The evaluator and the real features are computed once per checkpoint file and data (cached
 in the process), so calling it in a loop over samplers or NFEs is cheap.
@@ -151,9 +156,24 @@ def evaluate_samples(
             for c in range(test_logits.shape[1])
         ],
     }
+    subset = torch.randperm(len(train_features), generator=torch.Generator().manual_seed(0))[: len(labels)]
+    result["fd_real_equal"] = frechet_distance_of_features(train_features[subset], test_features).item()
+    result["fd_ratio_equal"] = fd_test / result["fd_real_equal"]
+    result.update(nearest_training_distances(images, data, data_args))
     if verbose:
         print(format_result(result))
     return result
+
+
+def nearest_training_distances(images: Tensor, data: Any = "digits", data_args: dict[str, Any] | None = None) -> dict:
+    """Median L2 distance to the nearest training image: of ``images`` and of the real test split."""
+    datamodule = _datamodule(data, data_args)
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    train = torch.cat([x for x, _ in datamodule.train_dataloader()]).flatten(1).float()
+    test = torch.cat([x for x, _ in datamodule.test_dataloader()]).flatten(1).float()
+    nearest = lambda x: torch.cdist(x.flatten(1).float(), train).min(dim=1).values.median().item()  # noqa: E731
+    return {"nn_train_median": nearest(images), "nn_train_median_test": nearest(test)}
 
 
 def digits_bits_per_dim(model: Any, count: int) -> dict:
