@@ -3,7 +3,9 @@
     OMP_NUM_THREADS=1 python benchmarks/continual_digits.py [--seeds 0 1 2] [--out results.json]
 
 Runs each recipes/<method>_digits.yaml (in-process, same arguments as the CLI) for each seed and
-prints per-step accuracy, average incremental accuracy (AIA), last accuracy and forgetting.
+prints per-step accuracy, average incremental accuracy (AIA), last accuracy and forgetting, then
+per method the means over seeds of the old- and new-class accuracy per step, for the few-shot runs
+the base / novel accuracy and their harmonic mean per session, and WA's gammas of every run.
 finetune, joint, ncm, fetril and wa use the class-incremental scenario (4 base classes, then
 3 steps of 2); teen and its finetune/joint bounds use the few-shot one (4 base, 3 x 2-way 5-shot).
 """
@@ -94,6 +96,23 @@ def main() -> None:
             f"| {entry[0]} | {' / '.join(f'{a:.1f}' for a in steps)} | {statistics.mean(aia):.2f} ± {spread:.2f}"
             f" | {_mean(rows, 'last_accuracy'):.2f} | {_mean(rows, 'forgetting'):.2f} | {_mean(rows, 'wall_seconds'):.1f} |"
         )
+    print()
+    print("Other figures (means over seeds; steps 1.. after the base step):")
+    for entry in RUNS:
+        rows = [r for r in results if r["method"] == entry[0]]
+        parts = [f"{key} {_per_step(rows, key)}" for key in DETAIL_KEYS if key in rows[0]]
+        print(f"* {entry[0]}: " + "; ".join(parts))
+        if "gammas" in rows[0]:
+            print(f"  gammas: " + "; ".join(f"seed {r['seed']}: " + ", ".join(f"{g:.3f}" for g in r["gammas"]) for r in rows))
+
+
+DETAIL_KEYS = ["old_accuracy", "new_accuracy", "base_accuracy", "novel_accuracy", "harmonic_mean"]
+
+
+def _per_step(rows: list[dict], key: str) -> str:
+    """Mean over seeds of a per-step metric from step 1 on (step 0 has no old / novel classes)."""
+    steps = range(1, len(rows[0][key]))
+    return " / ".join(f"{statistics.mean(r[key][s] for r in rows):.1f}" for s in steps)
 
 
 if __name__ == "__main__":

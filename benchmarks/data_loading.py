@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import pickle
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -114,6 +115,9 @@ def main() -> None:
         t_setup = time.perf_counter() - start
         print(f"cifar10 setup() on full-size files (60,000 images): {t_setup:.2f} s; "
               f"train/val/test {len(dm.train_dataset)}/{len(dm.val_dataset)}/{len(dm.test_dataset)}")  # fmt: skip
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # ru_maxrss is in KiB on Linux
+    print(f"peak resident memory of this process: {usage.ru_maxrss / 2**20:.2f} GiB; "
+          f"CPU time (user + system): {usage.ru_utime + usage.ru_stime:.1f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Reference levels for the digits quality bars: Fréchet distances between *real* sets of various sizes.
 
-    python benchmarks/generation_fd_baseline.py [--evaluator outputs/evaluator/digits.ckpt] [--repeats 5]
+    python benchmarks/generation_fd_baseline.py [--evaluator 'outputs/evaluator/lightning_logs/version_*/checkpoints/digits.ckpt'] [--repeats 5]
 
 The issues' bar is ``fd_test / fd_real`` (generated vs test over train vs test, in the
 evaluator's feature space; see eval_generated.py). A Fréchet distance estimated from n
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     data = framework.build("data", "digits")
     data.setup("fit")
+    data.setup("test")
     train, val = data.train_dataset, data.val_dataset
     rows = []
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         | {"fd_ratio_std": 0.0}
     )
 
-    print(f"fd_real (train 1258 vs test 360) = {rows[0]['fd_real']:.4f}")
+    print(f"fd_real (train {len(train)} vs test {len(data.test_dataset)}) = {rows[0]['fd_real']:.4f}")
     print(f"{'set':<22}{'n':>6}{'accuracy':>10}{'fd_test':>10}{'fd_ratio':>10}{'± std':>8}")
     for r in rows:
         print(

@@ -39,6 +39,38 @@ class GenerativeModule(ClasszooModule):
         super().__init__(num_classes=num_classes, data_shape=data_shape)
         self.sample_seed = 0
         self.sample_options: dict[str, Any] = {}
+        #: Classes that training draws its own labels from (a GAN's fakes): labels below this
+        #: number; None: all ``num_classes``. Class-incremental compositions (generative replay)
+        #: set it to the classes seen so far; generators that learn only the data's labels ignore it.
+        self.train_classes: int | None = None
+        #: Classifier evaluations of the last :meth:`generate` call (guidance, verifiers), per sample.
+        self.last_classifier_evaluations = 0
+        object.__setattr__(self, "_clean_classifier", None)
+
+    # -- a classifier of clean data that steers sampling (guidance, verifiers) -----------------
+    @property
+    def clean_classifier(self) -> Any:
+        """The :class:`~framework.generative.guidance_clean.CountingClassifier` steering sampling, or None.
+
+        Kept outside the module tree (not in the generator's checkpoint, not moved by ``.to``:
+        the rules move it to the samples' device).
+        """
+        return self._clean_classifier
+
+    def set_clean_classifier(self, classifier: Any) -> None:
+        """Use ``classifier`` (an ``nn.Module`` ``x -> logits``, or a checkpoint path) to steer sampling."""
+        from framework.generative.guidance_clean import CountingClassifier, load_clean_classifier
+
+        if isinstance(classifier, (str, bytes)) or hasattr(classifier, "__fspath__"):
+            classifier = load_clean_classifier(classifier, self.num_classes, self.data_shape)
+        object.__setattr__(self, "_clean_classifier", None if classifier is None else CountingClassifier(classifier))
+
+    @property
+    def sample_classes(self) -> int:
+        """Classes ``lightning sample`` asks for: the model's, or a steering classifier's for an unconditional one."""
+        if self.num_classes == 0 and self.clean_classifier is not None:
+            return int(self.clean_classifier.num_classes or 0)
+        return self.num_classes
 
     @abstractmethod
     def generate(self, labels: Tensor, seeds: Tensor | Sequence[int], **options: Any) -> Tensor:

@@ -22,6 +22,14 @@ any quantity that is affine in the score of the noisy data) at the current noise
   coefficient for a flow).
 * ``cfg+classifier``: classifier-free guidance, then the classifier term on top.
 
+**NFE** (DESIGN.md: generator network evaluations per sample, guidance branches included) is
+counted from the calls a rule actually makes, never declared by the rule: the caller wraps
+its ``predict`` with :class:`NetCalls` (``predict = calls.counting(predict, batch_size)``), and
+a call on ``k * B`` rows for a batch of ``B`` counts ``k``. So ``cfg`` at ``w = 1`` (one call)
+costs 1 and at other ``w`` (one batched call on both branches) 2, and a new rule that makes
+particles, candidates or extra passes is counted right without doing anything. Classifier
+calls are not net calls and are not counted here.
+
 The classifier is called as ``classifier(classifier_x, noise_level) -> logits``; the
 gradient is taken with respect to ``classifier_x`` (default: ``x``), so a caller whose
 classifier sees a rescaled state passes that state (built from ``x`` inside the graph or
@@ -46,6 +54,7 @@ __all__ = [
     "CombinedGuidance",
     "Guidance",
     "GuidanceInput",
+    "NetCalls",
     "NoGuidance",
     "build_guidance",
     "classifier_log_prob_grad",
@@ -66,6 +75,11 @@ class GuidanceInput:
         noise_level: (B,) noise level as the classifier takes it (e.g. sigma).
         classifier_x: The classifier's input, if it is not ``x`` (e.g. ``x / scale``).
         score_coef: Scalar or (B,) tensor: d(prediction) / d(score w.r.t. ``classifier_x``).
+        clean_classifier: Classifier of clean data ``x0 -> logits`` (``elucd``, ``gfcg``).
+        denoise: ``prediction -> x0_hat``, the denoised estimate of the state from the
+            prediction at ``x`` (the identity for a denoiser; a flow's velocity converts).
+        sigma: (B,) noise level of ``x_hat = x / hat_scale = x0 + sigma n``.
+        hat_scale: Scalar or (B,): the state is ``hat_scale * x_hat`` (flow: ``a_t``).
     """
 
     x: Tensor
@@ -75,13 +89,38 @@ class GuidanceInput:
     noise_level: Tensor | None = None
     classifier_x: Tensor | None = None
     score_coef: Tensor | float = 1.0
+    clean_classifier: nn.Module | Callable[[Tensor], Tensor] | None = None
+    denoise: Callable[[Tensor], Tensor] | None = None
+    sigma: Tensor | None = None
+    hat_scale: Tensor | float = 1.0
+
+
+class NetCalls:
+    """Counts generator network evaluations per sample (NFE) through a wrapped ``predict``.
+
+    ``counting(predict, batch_size)`` returns ``predict`` that adds ``rows / batch_size`` to
+    :attr:`count` at every call (rounded up): a batched two-branch call counts 2.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def counting(self, predict: Callable[..., Tensor], batch_size: int) -> Callable[..., Tensor]:
+        def counted(x: Tensor, *args: Any) -> Tensor:
+            self.count += -(-len(x) // max(batch_size, 1))
+            return predict(x, *args)
+
+        return counted
 
 
 class Guidance:
-    """Base class: ``guidance(predict, inp) -> guided prediction``. The base rule is none."""
+    """Base class: ``guidance(predict, inp) -> guided prediction``. The base rule is none.
 
-    #: How many model evaluations one guided prediction costs, per sample (for NFE counts).
-    evaluations: int = 1
+    Rules call ``predict`` as often as they need; the NFE comes from those calls (:class:`NetCalls`).
+    """
+
+    #: Whether the rule needs a class-conditional generator (False: the classifier carries the class).
+    conditional: bool = True
 
     def __call__(self, predict: Predict, inp: GuidanceInput) -> Tensor:
         return predict(inp.x, inp.labels)
@@ -91,6 +130,8 @@ class Guidance:
 class NoGuidance(Guidance):
     """No guidance: the plain conditional prediction."""
 
+    conditional = False
+
 
 @register("guidance", "cfg", aliases=("classifier_free",))
 class ClassifierFreeGuidance(Guidance):
@@ -99,8 +140,6 @@ class ClassifierFreeGuidance(Guidance):
     Args:
         scale: Guidance weight ``w``; 1 is the conditional model, 0 the unconditional one.
     """
-
-    evaluations = 2
 
     def __init__(self, scale: float = 1.0) -> None:
         self.scale = float(scale)
@@ -171,8 +210,6 @@ class CombinedGuidance(Guidance):
         scale: Classifier-free guidance weight (1 = conditional).
         classifier_scale: Classifier guidance scale.
     """
-
-    evaluations = 2
 
     def __init__(self, scale: float = 1.0, classifier_scale: float = 1.0) -> None:
         self.cfg = ClassifierFreeGuidance(scale)

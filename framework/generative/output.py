@@ -239,6 +239,11 @@ class SampleWriter(L.Callback):
         self._parts.append({k: outputs[k].detach().cpu() for k in ("index", "labels", "images")})
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.config is not None:
+            # Per sample, as the last batch spent them (generator net calls; classifier calls apart).
+            for key in ("last_nfe", "last_classifier_evaluations"):
+                if isinstance(getattr(pl_module, key, None), int):
+                    self.config[key.removeprefix("last_")] = getattr(pl_module, key)
         local = (
             {k: torch.cat([p[k] for p in self._parts]) for k in ("index", "labels", "images")} if self._parts else None
         )

@@ -1,5 +1,6 @@
 """Samplers against diffusers' schedulers, EDM's Algorithm 2, and the exact Gaussian score."""
 
+import math
 
 import pytest
 import torch
@@ -94,6 +95,45 @@ def test_dpmpp_2m_equals_diffusers_multistep(gaussian):
     sigmas = torch.cat([((1 - abs_) / abs_).sqrt(), torch.zeros(1, dtype=torch.float64)])
     ours = sample("dpmpp_2m", Denoiser(gaussian.denoise, VP()), x_T / abs_[0].sqrt(), sigmas)
     torch.testing.assert_close(ours.x, x, rtol=1e-6, atol=1e-6)
+
+
+def test_dpmpp_2m_equals_algorithm_2_by_hand_on_uneven_steps():
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2; alpha = 1, lambda = -ln sigma) written out in floats.
+
+    1-D data N(m, v), whose denoiser is m + v / (v + sigma^2) (x - m). Steps of very uneven
+    length in lambda (ratios r = h_prev / h of 0.30 and 4.5) make r and 1 / r differ, so a
+    sampler with the ratio inverted, or the two denoised estimates weighted the wrong way,
+    lands elsewhere.
+    """
+    m, v = 0.4, 0.25
+    sigmas = [10.0, 5.0, 0.5, 0.3, 0.0]
+
+    def denoise(x, sigma):
+        return m + v / (v + sigma**2) * (x - m)
+
+    starts = [-7.0, 1.5, 12.0]
+    expected = []
+    for x in starts:
+        previous, h_previous = None, None
+        for sigma, sigma_next in zip(sigmas, sigmas[1:]):
+            d = denoise(x, sigma)
+            if sigma_next == 0:  # last step: x_0 = D(x, sigma)
+                x = d
+                break
+            h = math.log(sigma) - math.log(sigma_next)  # lambda_next - lambda
+            if previous is None:
+                d_mix = d
+            else:
+                r = h_previous / h
+                d_mix = (1 + 1 / (2 * r)) * d - (1 / (2 * r)) * previous
+            x = sigma_next / sigma * x - (math.exp(-h) - 1) * d_mix
+            previous, h_previous = d, h
+        expected.append(x)
+    fn = lambda x, sigma: denoise(x, sigma.reshape(-1)[0])
+    ours = sample("dpmpp_2m", Denoiser(fn, EDM()), torch.tensor(starts, dtype=torch.float64).view(3, 1),
+                  torch.tensor(sigmas, dtype=torch.float64))
+    torch.testing.assert_close(ours.x.view(3), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    assert ours.nfe == 4
 
 
 def test_edm_heun_equals_diffusers_heun_with_karras_sigmas(gaussian):

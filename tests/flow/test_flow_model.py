@@ -82,11 +82,17 @@ def test_generation_is_seeded_per_sample_and_reports_nfe():
     torch.testing.assert_close(a[1:], b)
     model.generate(torch.tensor([0]), [0], solver="dopri5")
     assert model.last_nfe > 0
-    # cfg evaluates the net twice per step; scale 1 is the plain conditional model.
+    # NFE = net evaluations per sample, counted on the net itself: cfg at scale 1 is the plain
+    # conditional model (one branch, 12), other scales evaluate both branches (24).
+    rows = []
+    hook = model.net.register_forward_pre_hook(lambda mod, args: rows.append(len(args[0])))
     guided = model.generate(torch.tensor([0, 1, 2]), [5, 6, 7], solver="rk4", steps=3, guidance="cfg", guidance_scale=1.0)
-    assert model.last_nfe == 24
+    assert model.last_nfe == sum(rows) // 3 == 12
     torch.testing.assert_close(guided, a)
+    rows.clear()
     stronger = model.generate(torch.tensor([0, 1, 2]), [5, 6, 7], solver="rk4", steps=3, guidance="cfg", guidance_scale=3.0)
+    assert model.last_nfe == sum(rows) // 3 == 24
+    hook.remove()
     assert not torch.allclose(stronger, a)
 
 
@@ -119,7 +125,7 @@ def test_bad_configuration_raises():
     with pytest.raises(ConfigError, match="time sampling"):
         _model(time_sampling="beta")
     with pytest.raises(ConfigError, match="label_dropout"):
-        _model(label_dropout=1.0)
+        _model(label_dropout=1.5)
     with pytest.raises(ConfigError, match="guidance"):
         _model(num_classes=0).generate(torch.zeros(1, dtype=torch.long), [0], guidance="cfg", guidance_scale=2.0)
     with pytest.raises(ConfigError, match="re-pair"):
@@ -240,3 +246,21 @@ def test_guidance_classifier_checkpoint_in_flow_time(tmp_path):
     assert not torch.allclose(guided, plain)
     with pytest.raises(ConfigError, match="straight path"):
         FlowMatching(3, (2,), net="resmlp", path="vp_path", guidance_classifier=str(path))
+    # Exact only for the independent coupling: OT couplings warn, in Python and in the log.
+    import logging
+    import warnings
+
+    for coupled in ("ot_cfm", "class_ot_cfm"):
+        with pytest.warns(UserWarning, match=f"path '{coupled}' is approximate"):
+            FlowMatching(3, (2,), net="resmlp", path=coupled, guidance_classifier=str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the independent coupling does not warn
+        FlowMatching(3, (2,), net="resmlp", path="cfm", guidance_classifier=str(path))
+
+
+def test_inexact_classifier_guidance_is_logged(caplog):
+    from framework.generative.flow.model import warn_inexact_classifier_guidance
+
+    with caplog.at_level("WARNING", logger="framework.generative.flow.model"), pytest.warns(UserWarning):
+        warn_inexact_classifier_guidance("ot_cfm")
+    assert any("independent coupling" in r.getMessage() for r in caplog.records)

@@ -5,7 +5,7 @@ import lightning as L
 import pytest
 import torch
 
-from framework.errors import ConfigError, DataNotFoundError
+from framework.errors import ConfigError
 from framework.generative.base import GenerativeModule
 from framework.loading import CLASS_KEY, load_trained
 from framework.models.classifier import Classifier
@@ -60,7 +60,7 @@ def test_a_part_that_does_not_fit_is_one_config_error(classifier_ckpt, kwargs, m
 
 
 def test_missing_and_foreign_files(tmp_path):
-    with pytest.raises(DataNotFoundError, match="guide: checkpoint not found"):
+    with pytest.raises(ConfigError, match="guide: checkpoint not found"):
         load_trained(tmp_path / "absent.ckpt", role="guide")
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint at all")

@@ -9,7 +9,7 @@ import scipy.linalg
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from framework.errors import ConfigError, DataNotFoundError
+from framework.errors import ConfigError
 from framework.metrics import (
     ClassifierFeatures,
     InceptionFeatures,
@@ -93,7 +93,7 @@ def test_classifier_features_load_the_checkpoint(evaluator_checkpoint):
         torch.testing.assert_close(extractor(x), model.features(x))
     extractor.train()
     assert not extractor.training and not any(p.requires_grad for p in extractor.parameters())
-    with pytest.raises(DataNotFoundError, match="evaluator: checkpoint not found"):
+    with pytest.raises(ConfigError, match="evaluator: checkpoint not found"):
         build_extractor("classifier", checkpoint="/nonexistent/evaluator.ckpt")
 
 

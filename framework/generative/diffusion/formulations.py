@@ -8,7 +8,8 @@ so one internal denoiser ``D(x_hat, sigma, labels) ~ E[x_0 | x_hat]`` on the uns
 ``x_hat = x_t / s(t)`` serves every sampler (k-diffusion's convention). A formulation knows
 
 * its marginal (score_sde's ``marginal_prob``), forward SDE (``sde``) and its one-step
-  discretisation (``discretize``, for the reverse-diffusion predictor);
+  discretisation (``discretize``, for the reverse-diffusion predictor: the exact transition
+  of the marginal, so it is defined at every step count);
 * how the net is parametrised (:meth:`Formulation.denoise`): eps-prediction for the
   score_sde SDEs, EDM's preconditioning for ``edm``;
 * its training loss (:meth:`Formulation.loss`) and default sampling noise levels.
@@ -90,10 +91,19 @@ class Formulation(ABC):
         """Forward SDE ``dx = f(x, t) dt + g(t) dw``: returns ``(f(x, t), g(t))``."""
 
     def discretize(self, x: Tensor, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
-        """One forward step of size ``t - t_next`` as ``x + f``, noise ``G`` (score_sde's Euler default)."""
-        dt = t - t_next
-        drift, diffusion = self.sde(x, t)
-        return drift * expand(dt, x), diffusion * dt.sqrt()
+        """The forward step ``t_next -> t`` as ``x_t = x + f + G z``: returns ``(f, G)``.
+
+        The exact Gaussian transition that keeps the marginal: with ``r = alpha(t) / alpha(t_next)``,
+        ``f = (r - 1) x`` and ``G^2 = std(t)^2 - r^2 std(t_next)^2`` (>= 0 for every formulation
+        here, at every step size). For VP this is DDPM's chain ``beta_i = 1 - abar(t) / abar(t_next)``,
+        for VE / EDM SMLD's ``G^2 = sigma(t)^2 - sigma(t_next)^2``. See docs/diffusion.md for
+        how it relates to score_sde's ``discrete_betas``.
+        """
+        alpha, std = self.alpha_std(t)
+        alpha_next, std_next = self.alpha_std(t_next)
+        r = alpha / alpha_next
+        var = (std**2 - (r * std_next) ** 2).clamp_min(0)
+        return (expand(r, x) - 1) * x, var.sqrt()
 
     def langevin_alpha(self, t: Tensor, t_next: Tensor) -> Tensor:
         """The ``alpha`` factor of score_sde's Langevin corrector step (1 except VP/sub-VP)."""
@@ -233,13 +243,23 @@ class VP(Formulation):
         beta = self.beta(t)
         return -0.5 * expand(beta, x) * x, beta.sqrt()
 
+    def step_alpha(self, t: Tensor, t_next: Tensor) -> Tensor:
+        """DDPM's per-step ``alpha_i = abar(t) / abar(t_next) = exp(-int_{t_next}^t beta)``, in (0, 1].
+
+        score_sde uses ``1 - beta(t) / N`` (its ``discrete_betas``), the first-order expansion of
+        the same quantity: it agrees to O(1/N^2) per step and turns negative for
+        ``N <= beta_max``; the exact ratio is defined at every step count.
+        """
+        return torch.exp(2 * (self.log_mean_coeff(t) - self.log_mean_coeff(t_next)))
+
     def discretize(self, x: Tensor, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
-        # DDPM's discrete chain: beta_i = beta(t) dt (score_sde's discrete_betas for dt = 1/N).
-        beta = self.beta(t) * (t - t_next)
-        return (torch.sqrt(1 - expand(beta, x)) - 1) * x, beta.sqrt()
+        # DDPM's chain: x_t = sqrt(alpha_i) x + sqrt(1 - alpha_i) z (the base class's exact step).
+        alpha = self.step_alpha(t, t_next)
+        return (expand(alpha.sqrt(), x) - 1) * x, (-torch.expm1(alpha.log())).sqrt()
 
     def langevin_alpha(self, t: Tensor, t_next: Tensor) -> Tensor:
-        return 1 - self.beta(t) * (t - t_next)
+        # score_sde's LangevinCorrector takes alpha = sde.alphas[timestep] for VP and sub-VP.
+        return self.step_alpha(t, t_next)
 
     def noise_level(self, t: Tensor) -> Tensor:
         # score_sde's continuous DDPM++ models take t * 999 (the DDPM step index scale).
@@ -275,7 +295,14 @@ class SubVP(VP):
         return -0.5 * expand(beta, x) * x, (beta * discount).sqrt()
 
     def discretize(self, x: Tensor, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
-        return Formulation.discretize(self, x, t, t_next)
+        """score_sde's Euler step ``f = f(x, t) dt, G = g(t) sqrt(dt)`` (its subVPSDE keeps the default).
+
+        Unlike VP's chain it has no square root of ``1 - beta dt``, so it is defined at every
+        step count; we keep score_sde's choice here.
+        """
+        dt = t - t_next
+        drift, diffusion = self.sde(x, t)
+        return drift * expand(dt, x), diffusion * dt.sqrt()
 
 
 @register("formulation", "ve")
@@ -309,10 +336,6 @@ class VE(Formulation):
     def sde(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         sigma = self.sigma(t)
         return torch.zeros_like(x), sigma * math.sqrt(2 * math.log(self.smax / self.smin))
-
-    def discretize(self, x: Tensor, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
-        # SMLD's chain: G = sqrt(sigma_i^2 - sigma_{i-1}^2).
-        return torch.zeros_like(x), (self.sigma(t) ** 2 - self.sigma(t_next) ** 2).sqrt()
 
     def noise_level(self, t: Tensor) -> Tensor:
         # NCSN++ embeds log(sigma); we pass EDM's c_noise = ln(sigma) / 4 to keep it O(1).
@@ -362,9 +385,6 @@ class EDM(Formulation):
 
     def sde(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         return torch.zeros_like(x), (2 * t).sqrt()
-
-    def discretize(self, x: Tensor, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.zeros_like(x), (t**2 - t_next**2).sqrt()
 
     def preconditioning(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``c_skip, c_out, c_in, c_noise`` (EDM Table 1)."""

@@ -23,7 +23,7 @@ from framework.generative.diffusion.samplers import (
     pf_velocity,
     sample,
 )
-from framework.generative.guidance import Guidance, GuidanceInput, build_guidance
+from framework.generative.guidance import Guidance, GuidanceInput, NetCalls, build_guidance
 from framework.generative.noise import PerSampleNoise, seeded_randn
 
 __all__ = ["Diffusion"]
@@ -50,7 +50,8 @@ class Diffusion(GenerativeModule):
         formulation: ``vp``, ``subvp``, ``ve`` or ``edm`` (``lightning list formulation``).
         formulation_args: Its arguments (``beta_min``, ``sigma_max``, ``sigma_data``, ...).
         likelihood_weighting: score_sde's likelihood weighting of the SDE losses.
-        label_dropout: Probability of training a sample with the null label.
+        label_dropout: Probability of training a sample with the null label (1: an unconditional
+            generator in the null class, to be steered by a classifier: `elucd` with `unconditional`).
         augment_p: Probability multiplier of EDM's augmentations (0: off; EDM CIFAR-10: 0.12).
             The net (``unet``, ``song_unet`` or ``dit``) gets ``augment_dim`` set to the labels' width.
         augment_args: Overrides of EDM CIFAR-10's multipliers (``xflip`` 1e8, ``yflip``,
@@ -66,6 +67,8 @@ class Diffusion(GenerativeModule):
         guidance_scale: Default guidance scale (cfg: 1 = conditional, 0 = unconditional).
         classifier_scale: Classifier scale of the ``cfg+classifier`` combination.
         guidance_classifier: Checkpoint of a ``noisy_classifier`` for classifier guidance.
+        clean_classifier: Checkpoint of a registered ``classifier`` of clean data for the
+            ``elucd`` and ``gfcg`` guidance rules and the ``classifier`` verifier (docs/guidance.md).
         optimizer: Optimizer factory.
         scheduler: Optional learning-rate scheduler factory, stepped every optimizer step.
     """
@@ -91,6 +94,7 @@ class Diffusion(GenerativeModule):
         guidance_scale: float = 1.0,
         classifier_scale: float = 1.0,
         guidance_classifier: str | None = None,
+        clean_classifier: str | None = None,
         optimizer: OptimizerCallable = lambda p: torch.optim.Adam(p, lr=1e-3),
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -98,8 +102,8 @@ class Diffusion(GenerativeModule):
         if isinstance(net, nn.Module):
             self.hparams_ignore = (*self.hparams_ignore, "net")
         self.save_hyperparameters()
-        if not 0 <= label_dropout < 1:
-            raise ConfigError(f"label_dropout must be in [0, 1), got {label_dropout}")
+        if not 0 <= label_dropout <= 1:
+            raise ConfigError(f"label_dropout must be in [0, 1] (1: unconditional training, every label dropped), got {label_dropout}")
         #: EDM's augmentation pipeline applied to training batches (None: off).
         self.augment_pipe = build_augment_pipe(augment_p, augment_args)
         augment_dim = self.augment_pipe.label_dim if self.augment_pipe is not None else 0
@@ -130,6 +134,8 @@ class Diffusion(GenerativeModule):
         self.guidance_classifier: nn.Module | None = None
         if guidance_classifier:
             self.guidance_classifier = load_noisy_classifier(guidance_classifier)
+        if clean_classifier:
+            self.set_clean_classifier(clean_classifier)
         #: NFE of the last :meth:`generate` call (net evaluations, guidance branches included).
         self.last_nfe = 0
 
@@ -145,6 +151,8 @@ class Diffusion(GenerativeModule):
         """The raw net ``F(x, noise_level, labels[, augment_labels])`` in the net's dtype; returns ``x``'s dtype."""
         dtype = next(self.net.parameters()).dtype
         extra = {} if augment_labels is None else {"augment_labels": augment_labels.to(dtype)}
+        if labels is not None and self.label_dropout == 1:
+            labels = torch.full_like(labels, self.null_label)  # trained with every label dropped
         out = self.net(x.to(dtype), noise_level.to(dtype), labels if self.num_classes > 0 else None, **extra)
         return out.to(x.dtype)
 
@@ -153,20 +161,28 @@ class Diffusion(GenerativeModule):
         return self.formulation.denoise(self, x, sigma, labels)
 
     def denoiser(
-        self, labels: Tensor | None, guidance: str | Guidance | None = None, guidance_scale: float | None = None
+        self,
+        labels: Tensor | None,
+        guidance: str | Guidance | None = None,
+        guidance_scale: float | None = None,
+        guidance_args: dict[str, Any] | None = None,
     ) -> Denoiser:
         """The counting (and guided) denoiser the samplers run on, for fixed ``labels``."""
         rule = None
         if guidance is not None and guidance != "none":
-            if self.num_classes == 0:
-                raise ConfigError("guidance needs a class-conditional model (num_classes > 0)")
             combined = isinstance(guidance, str) and registry.entry("guidance", guidance).name == "cfg+classifier"
             extra = {"classifier_scale": self.classifier_scale} if combined else {}
-            rule = build_guidance(guidance, guidance_scale, **extra)
+            rule = build_guidance(guidance, guidance_scale, **extra, **(guidance_args or {}))
+            if rule.conditional and (self.num_classes == 0 or self.label_dropout == 1):
+                raise ConfigError(f"guidance {guidance!r} needs a class-conditional model (num_classes > 0, label_dropout < 1)")
+
+        calls = NetCalls()
 
         def fn(x: Tensor, sigma: Tensor) -> Tensor:
+            # Guidance may batch both branches (2B rows): repeat sigma to the rows asked.
+            net = calls.counting(lambda xx, yy: self.denoise(xx, sigma.repeat(len(xx) // len(sigma)), yy), len(x))
             if rule is None:
-                return self.denoise(x, sigma, labels)
+                return net(x, labels)
             inp = GuidanceInput(
                 x=x,
                 labels=labels,
@@ -174,13 +190,13 @@ class Diffusion(GenerativeModule):
                 classifier=self.guidance_classifier,
                 noise_level=sigma,
                 score_coef=sigma**2,  # D = x + sigma^2 score, so D moves by sigma^2 grad log p(y|x)
+                clean_classifier=self.clean_classifier,
+                denoise=lambda d: d,  # the prediction is the denoised estimate
+                sigma=sigma,
             )
-            # Classifier-free guidance batches both branches: repeat sigma to the rows asked.
-            return rule(lambda xx, yy: self.denoise(xx, sigma.repeat(len(xx) // len(sigma)), yy), inp)
+            return rule(net, inp)
 
-        model = Denoiser(fn, self.formulation)
-        model.evaluations = rule.evaluations if rule is not None else 1
-        return model
+        return Denoiser(fn, self.formulation, calls)
 
     # -- training ---------------------------------------------------------------------------
     def loss(self, x0: Tensor, labels: Tensor | None, augment: bool = True) -> Tensor:
@@ -244,13 +260,16 @@ class Diffusion(GenerativeModule):
         sampler: str | None = None,
         guidance: str | None = None,
         guidance_scale: float | None = None,
+        guidance_args: dict[str, Any] | None = None,
         **options: Any,
     ) -> SampleResult:
         """Run a sampler from the state ``x`` (in ``x_hat`` space) down the noise levels ``sigmas``."""
-        model = self.denoiser(labels, guidance, guidance_scale)
+        model = self.denoiser(labels, guidance, guidance_scale, guidance_args)
+        counter = self.clean_classifier
+        calls = counter.calls if counter is not None else 0
         result = sample(sampler or self.sample_defaults["sampler"], model, x, sigmas, noise, **options)
-        result.nfe *= model.evaluations
         self.last_nfe = result.nfe
+        self.last_classifier_evaluations = counter.calls - calls if counter is not None else 0
         return result
 
     @torch.no_grad()
@@ -264,6 +283,10 @@ class Diffusion(GenerativeModule):
         guidance: str | None = None,
         guidance_scale: float | None = None,
         dtype: torch.dtype | str = torch.float64,
+        guidance_args: dict[str, Any] | None = None,
+        search: str | None = None,
+        search_args: dict[str, Any] | None = None,
+        verifier: str = "classifier",
         **sampler_options: Any,
     ) -> Tensor:
         """Samples for ``labels``; sample i depends only on ``seeds[i]``, ``labels[i]`` and the options.
@@ -278,11 +301,36 @@ class Diffusion(GenerativeModule):
             guidance_scale: The rule's scale (default: the model's ``guidance_scale``).
             dtype: Dtype of the sampler state, or its name (EDM keeps it in float64; the net
                 runs in its own).
+            guidance_args: Further arguments of the guidance rule (``elucd``: ``tau1``, ``tau2``,
+                ``kappa``, ``softplus_beta``).
+            search: Inference-time search (``random``, ``zero_order``, ``paths``; ``lightning list
+                search``) that keeps the candidate the verifier scores best (docs/guidance.md).
+            search_args: Its arguments (``n``, ``rounds``, ``threshold``, ``m``, ``sigma_start``, ...).
+            verifier: Registered verifier of the search (``classifier``: the ``clean_classifier``'s
+                log-probability of the label at ``x0_hat``).
             **sampler_options: The sampler's options (``eta``, ``churn``, ``snr``, ``solver``, ...).
 
         Returns:
             Samples (B, *data_shape) in float32; ``self.last_nfe`` holds the NFE used.
         """
+        labels = labels.to(self.device)  # an unconditional net ignores them; a clean classifier reads them
+        if search is not None:
+            from framework.generative.search import search_generate
+
+            path = self.trajectory(sampler, steps, schedule, guidance, guidance_scale, dtype, guidance_args,
+                                   **sampler_options)  # fmt: skip
+            return search_generate(self, path, labels, seeds, search, search_args, verifier).float()
+        sampler, sigmas, guidance, scale, opts = self._sampling(sampler, steps, schedule, guidance, guidance_scale, dtype)
+        x = seeded_randn(seeds, self.data_shape, device=self.device, dtype=sigmas.dtype)
+        x = x * self.formulation.init_scale(sigmas[0])
+        noise = PerSampleNoise(seeds)
+        result = self.sample_from(
+            x, labels, sigmas, noise, sampler, guidance, scale, guidance_args, **{**opts, **sampler_options}
+        )
+        return result.x.float()
+
+    def _sampling(self, sampler, steps, schedule, guidance, guidance_scale, dtype):
+        """The model's defaults filled in: ``(sampler, sigmas, guidance, scale, sampler options)``."""
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype.removeprefix("torch."))
         opts = dict(self.sample_defaults)
@@ -293,11 +341,22 @@ class Diffusion(GenerativeModule):
         guidance = self.guidance if guidance is None else guidance
         scale = self.guidance_scale if guidance_scale is None else guidance_scale
         sigmas = self.formulation.sigmas(int(steps), schedule, dtype=dtype).to(self.device)
-        x = seeded_randn(seeds, self.data_shape, device=self.device, dtype=dtype) * self.formulation.init_scale(sigmas[0])
-        labels = labels.to(self.device) if self.num_classes > 0 else None
-        noise = PerSampleNoise(seeds)
-        result = self.sample_from(x, labels, sigmas, noise, sampler, guidance, scale, **{**opts, **sampler_options})
-        return result.x.float()
+        return sampler, sigmas, guidance, scale, opts
+
+    def trajectory(
+        self,
+        sampler: str | None = None,
+        steps: int | None = None,
+        schedule: str | None = None,
+        guidance: str | None = None,
+        guidance_scale: float | None = None,
+        dtype: torch.dtype | str = torch.float64,
+        guidance_args: dict[str, Any] | None = None,
+        **sampler_options: Any,
+    ) -> DiffusionTrajectory:
+        """The sampling path as inference-time search walks it (:class:`framework.generative.search.Trajectory`)."""
+        sampler, sigmas, guidance, scale, opts = self._sampling(sampler, steps, schedule, guidance, guidance_scale, dtype)
+        return DiffusionTrajectory(self, sampler, sigmas, guidance, scale, guidance_args, {**opts, **sampler_options})
 
     # -- likelihood ----------------------------------------------------------------------------
     def log_likelihood(
@@ -352,6 +411,69 @@ class Diffusion(GenerativeModule):
             velocity, x, t_data=eps, t_noise=f.t_max, prior_logp=f.prior_logp, divergence=divergence,
             probe=probe, generator=generator, seeds=seeds, solver=solver, steps=steps, rtol=rtol, atol=atol,
         )
+
+
+class DiffusionTrajectory:
+    """A diffusion sampler's path on search's shared level: ``sigma = level / (1 - level)`` (``x_hat`` space).
+
+    Segments run the model's sampler on its own noise levels between the two ends (a sampler
+    in sigma space, ``edm_heun``, ``euler``, ``ddim``, ``dpmpp_2m``, for segments that end above
+    0); forward noising adds ``sqrt(sigma_to^2 - sigma_from^2) n``, exact for every formulation
+    (``x_hat = x0 + sigma n``).
+    """
+
+    def __init__(self, model, sampler, sigmas, guidance, scale, guidance_args, options) -> None:
+        self.model, self.sampler, self.sigmas = model, sampler, sigmas
+        self.guidance, self.scale, self.guidance_args, self.options = guidance, scale, guidance_args, options
+        self.shape = tuple(model.data_shape)
+        self.rows_nfe = self.rows_classifier = 0.0
+
+    def sigma(self, level: float) -> Tensor:
+        if level >= 1:
+            return self.sigmas[0]
+        if level <= 0:
+            return self.sigmas[0] * 0
+        return (self.sigmas[0] * 0 + level / (1 - level)).clamp(float(self.sigmas[-2]), float(self.sigmas[0]))
+
+    def start(self, z: Tensor) -> Tensor:
+        return z.to(self.model.device, self.sigmas.dtype) * self.model.formulation.init_scale(self.sigmas[0])
+
+    def run(self, x: Tensor, labels: Tensor, seeds: Tensor, level_from: float, level_to: float) -> Tensor:
+        hi, lo = self.sigma(level_from), self.sigma(level_to)
+        inner = self.sigmas[(self.sigmas < hi) & (self.sigmas > lo)]
+        sigmas = torch.cat([hi.view(1), inner, lo.view(1)])
+        m = self.model
+        result = m.sample_from(x, labels, sigmas, PerSampleNoise(seeds), self.sampler, self.guidance, self.scale,
+                               self.guidance_args, **self.options)  # fmt: skip
+        self.rows_nfe += result.nfe * len(x)
+        self.rows_classifier += m.last_classifier_evaluations * len(x)
+        return result.x
+
+    def denoised(self, x: Tensor, labels: Tensor, level: float) -> Tensor:
+        model = self.model.denoiser(labels, self.guidance, self.scale, self.guidance_args)
+        counter = self.model.clean_classifier
+        calls = counter.calls if counter is not None else 0
+        out = model(x, self.sigma(level))
+        self.rows_nfe += model.nfe * len(x)
+        self.rows_classifier += ((counter.calls - calls) if counter is not None else 0) * len(x)
+        return out
+
+    def renoise(self, x: Tensor, level_from: float, level_to: float, noise: Tensor) -> Tensor:
+        return x + (self.sigma(level_to) ** 2 - self.sigma(level_from) ** 2).clamp_min(0).sqrt() * noise
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[0])
+
+    def branches(self, x_hat: Tensor, labels: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+        m = self.model
+        if m.num_classes == 0 or m.label_dropout in (0, 1):
+            raise ConfigError("fkc needs a class-conditional model trained with label dropout (0 < label_dropout < 1)")
+        null = torch.full_like(labels, m.null_label)
+        s = torch.full((2 * len(x_hat),), float(sigma), dtype=x_hat.dtype, device=x_hat.device)
+        out = m.denoise(torch.cat([x_hat, x_hat]), s, torch.cat([null, labels]))
+        self.rows_nfe += 2 * len(x_hat)
+        return out.chunk(2)
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from framework.errors import ConfigError
 from framework.generative.diffusion.formulations import Formulation, expand
+from framework.generative.guidance import NetCalls
 from registry import REGISTRY, register
 
 __all__ = [
@@ -54,13 +55,29 @@ class Denoiser:
     Args:
         fn: ``fn(x_hat, sigma) -> denoised``, ``sigma`` a (B,) tensor.
         formulation: The formulation that relates ``sigma`` to time and scale.
+        calls: The net-call counter ``fn`` reports to (guided denoisers: see
+            :class:`framework.generative.guidance.NetCalls`); ``None`` counts one per call of ``fn``.
     """
 
-    def __init__(self, fn: Callable[[Tensor, Tensor], Tensor], formulation: Formulation) -> None:
-        self.fn, self.formulation, self.nfe = fn, formulation, 0
+    def __init__(
+        self, fn: Callable[[Tensor, Tensor], Tensor], formulation: Formulation, calls: NetCalls | None = None
+    ) -> None:
+        self.fn, self.formulation = fn, formulation
+        self._count_own = calls is None
+        self.calls = NetCalls() if calls is None else calls
+
+    @property
+    def nfe(self) -> int:
+        """Net evaluations per sample since the last reset (``sample`` resets it)."""
+        return self.calls.count
+
+    @nfe.setter
+    def nfe(self, value: int) -> None:
+        self.calls.count = value
 
     def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor:
-        self.nfe += 1
+        if self._count_own:
+            self.calls.count += 1
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         return self.fn(x, sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -16,9 +18,17 @@ from torch import Tensor, nn
 import registry
 from framework.errors import ConfigError
 from framework.generative.base import GenerativeModule
-from framework.generative.flow.paths import TIME_SAMPLINGS, ProbabilityPath, build_path, quantile_times, sample_times
+from framework.generative.flow.paths import (
+    TIME_SAMPLINGS,
+    ProbabilityPath,
+    build_path,
+    denoised_from_velocity,
+    path_noise_level,
+    quantile_times,
+    sample_times,
+)
 from framework.generative.flow.sources import build_source
-from framework.generative.guidance import GuidanceInput, build_guidance
+from framework.generative.guidance import GuidanceInput, NetCalls, build_guidance
 from framework.generative.likelihood import LikelihoodResult, log_likelihood
 from framework.generative.ode import ODEResult, odesolve
 
@@ -28,6 +38,21 @@ __all__ = ["FlowMatching"]
 # Paths whose x_t is t x1 + (1 - t) x0 with x0 ~ N(0, I): a noise-aware classifier p(y | x0 + sigma n)
 # sees them at sigma = (1 - t) / t after rescaling by 1 / t (FlowTimeClassifier).
 STRAIGHT_GAUSSIAN_PATHS = ("cfm", "ot_cfm", "class_ot_cfm")
+# Straight Gaussian paths whose (source, data) pairs are not independent.
+OT_COUPLED_PATHS = ("ot_cfm", "class_ot_cfm")
+
+log = logging.getLogger(__name__)
+
+
+def warn_inexact_classifier_guidance(path: str) -> None:
+    """Warn (a Python warning and a log line) that flow classifier guidance is approximate on ``path``."""
+    message = (
+        f"classifier guidance with path {path!r} is approximate: FlowTimeClassifier reads x_t = t x1 + (1 - t) x0 "
+        f"as x1 plus independent Gaussian noise, which holds for the independent coupling (cfm) only; an OT "
+        f"coupling makes the noise depend on x1 (docs/flow.md, 'Classifier guidance and couplings')"
+    )
+    warnings.warn(message, UserWarning, stacklevel=3)
+    log.warning(message)
 
 
 @registry.register("model", "flow", aliases=("flow_matching", "cfm"))
@@ -55,7 +80,8 @@ class FlowMatching(GenerativeModule):
         time_sampling: Training times, ``uniform`` or ``logit_normal``.
         time_mean: Mean of the logit-normal's normal.
         time_std: Standard deviation of the logit-normal's normal.
-        label_dropout: Probability of replacing a label by the null class in training.
+        label_dropout: Probability of replacing a label by the null class in training (1: an
+            unconditional generator in the null class, to be steered by a classifier: `elucd`).
         solver: Default ODE solver of :meth:`generate` (``euler``, ``midpoint``, ``heun``,
             ``rk4``, ``dopri5``).
         steps: Default number of solver steps.
@@ -72,6 +98,8 @@ class FlowMatching(GenerativeModule):
         guidance_classifier: Checkpoint of a ``noisy_classifier`` (``recipes/noisy_classifier_digits.yaml``)
             for classifier guidance, seen in flow time (``x_t = t x1 + (1 - t) x0``): straight
             paths from the Gaussian source only.
+        clean_classifier: Checkpoint of a registered ``classifier`` of clean data for the
+            ``elucd`` and ``gfcg`` guidance rules and the ``classifier`` verifier (docs/guidance.md).
     """
 
     def __init__(
@@ -99,6 +127,7 @@ class FlowMatching(GenerativeModule):
         scheduler: LRSchedulerCallable | None = None,
         init_checkpoint: str | None = None,
         guidance_classifier: str | None = None,
+        clean_classifier: str | None = None,
     ) -> None:
         super().__init__(num_classes=num_classes, data_shape=data_shape)
         if isinstance(net, nn.Module):
@@ -106,8 +135,8 @@ class FlowMatching(GenerativeModule):
         self.save_hyperparameters()
         if time_sampling not in TIME_SAMPLINGS:
             raise ConfigError(f"unknown time sampling {time_sampling!r}; choose one of {', '.join(TIME_SAMPLINGS)}")
-        if not 0 <= label_dropout < 1:
-            raise ConfigError(f"label_dropout must be in [0, 1), got {label_dropout}")
+        if not 0 <= label_dropout <= 1:
+            raise ConfigError(f"label_dropout must be in [0, 1] (1: unconditional training, every label dropped), got {label_dropout}")
         if isinstance(net, nn.Module):
             self.net = net
         else:
@@ -137,12 +166,18 @@ class FlowMatching(GenerativeModule):
             from framework.generative.diffusion.noisy_classifier import FlowTimeClassifier
 
             self.guidance_classifier = FlowTimeClassifier(load_noisy_classifier(guidance_classifier))
+            if path in OT_COUPLED_PATHS:
+                warn_inexact_classifier_guidance(path)
+        if clean_classifier:
+            self.set_clean_classifier(clean_classifier)
         #: NFE of the last :meth:`generate` call (net evaluations, guidance branches included).
         self.last_nfe = 0
 
     def _load_net(self, checkpoint: str) -> None:
         from framework.errors import DataNotFoundError
+        from framework.loading import resolve_checkpoint
 
+        checkpoint = resolve_checkpoint(checkpoint, "init_checkpoint")
         if not os.path.isfile(checkpoint):
             raise DataNotFoundError(f"init_checkpoint not found: {checkpoint}")
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
@@ -161,33 +196,48 @@ class FlowMatching(GenerativeModule):
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         """The learned velocity ``v(x, t, labels)``; ``t`` is (B,) or a scalar."""
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        if labels is not None and self.label_dropout == 1:
+            labels = torch.full_like(labels, self.null_label)  # trained with every label dropped
         return self.net(x, t, labels if self.num_classes > 0 else None)
 
     def velocity_field(
-        self, labels: Tensor | None, guidance: str | None = None, guidance_scale: float | None = None
+        self,
+        labels: Tensor | None,
+        guidance: str | None = None,
+        guidance_scale: float | None = None,
+        guidance_args: dict[str, Any] | None = None,
     ):
         """``f(t, x)`` for the ODE solvers: the (guided) velocity for fixed ``labels``."""
-        rule = build_guidance(guidance, guidance_scale) if guidance is not None else None
-        if rule is not None and self.num_classes == 0:
-            raise ConfigError("guidance needs a class-conditional model (num_classes > 0)")
+        rule = build_guidance(guidance, guidance_scale, **(guidance_args or {})) if guidance is not None else None
+        if rule is not None and rule.conditional and (self.num_classes == 0 or self.label_dropout == 1):
+            raise ConfigError(f"guidance {guidance!r} needs a class-conditional model (num_classes > 0, label_dropout < 1)")
+
+        calls = NetCalls()
 
         def f(t: Tensor, x: Tensor) -> Tensor:
+            # Guidance may batch both branches (2B rows): forward broadcasts the scalar t.
+            net = calls.counting(lambda xx, yy: self(xx, t, yy), len(x))
             if rule is None:
-                return self(x, t, labels)
+                return net(x, labels)
             tb = t.expand(x.shape[0])
+            # The score coefficient blows up at t = 0 (pure noise): guide from t = 0.01.
+            tg = tb.clamp_min(0.01)
+            a = self.path.coefficients(tg)[0]
             inp = GuidanceInput(
                 x=x,
                 labels=labels,
                 null_label=self.null_label,
                 classifier=self.guidance_classifier,
                 noise_level=tb,
-                # The score coefficient blows up at t = 0 (pure noise): guide from t = 0.01.
-                score_coef=self.path.score_coefficient(tb.clamp_min(0.01)),
+                score_coef=self.path.score_coefficient(tg),
+                clean_classifier=self.clean_classifier,
+                denoise=lambda v: denoised_from_velocity(self.path, x, v, tg),
+                sigma=path_noise_level(self.path, tg),
+                hat_scale=a,
             )
-            # Guidance may batch both branches (2B rows): forward broadcasts the scalar t.
-            return rule(lambda xx, yy: self(xx, t, yy), inp)
+            return rule(net, inp)
 
-        f.evaluations = rule.evaluations if rule is not None else 1
+        f.calls = calls  # the NFE: net evaluations per sample (NetCalls)
         return f
 
     # -- training ------------------------------------------------------------------------------
@@ -254,12 +304,15 @@ class FlowMatching(GenerativeModule):
         t_start: float = 0.0,
         t_end: float = 1.0,
         return_trajectory: bool = False,
+        guidance_args: dict[str, Any] | None = None,
     ) -> ODEResult:
         """Carry ``x0`` from ``t_start`` to ``t_end`` along the learned flow; NFE counts net calls."""
         opts = self.sample_defaults
         guidance = self.guidance if guidance is None else (None if guidance == "none" else guidance)
         scale = self.guidance_scale if guidance_scale is None else guidance_scale
-        f = self.velocity_field(labels, guidance, scale)
+        f = self.velocity_field(labels, guidance, scale, guidance_args)
+        counter = self.clean_classifier
+        calls = counter.calls if counter is not None else 0
         result = odesolve(
             f,
             x0,
@@ -272,8 +325,9 @@ class FlowMatching(GenerativeModule):
             atol=opts["atol"],
             return_trajectory=return_trajectory,
         )
-        result.nfe *= f.evaluations
+        result.nfe = f.calls.count
         self.last_nfe = result.nfe
+        self.last_classifier_evaluations = counter.calls - calls if counter is not None else 0
         return result
 
     @torch.no_grad()
@@ -287,6 +341,10 @@ class FlowMatching(GenerativeModule):
         guidance: str | None = None,
         guidance_scale: float | None = None,
         sampler: str | None = None,
+        guidance_args: dict[str, Any] | None = None,
+        search: str | None = None,
+        search_args: dict[str, Any] | None = None,
+        verifier: str = "classifier",
     ) -> Tensor:
         """Samples for ``labels``: source draws from ``seeds`` carried to t = 1 by the ODE.
 
@@ -299,6 +357,11 @@ class FlowMatching(GenerativeModule):
             guidance: Guidance rule (``cfg``, ``classifier``, ``cfg+classifier``, ``none``).
             guidance_scale: Its scale.
             sampler: Another name for ``solver`` (``lightning sample --sampler`` is shared with diffusion).
+            guidance_args: Further arguments of the guidance rule (``elucd``: ``tau1``, ``tau2``, ...).
+            search: Inference-time search (``random``, ``zero_order``, ``paths``) keeping the
+                candidate the verifier scores best (docs/guidance.md; Gaussian source).
+            search_args: Its arguments (``n``, ``rounds``, ``threshold``, ``m``, ``sigma_start``, ...).
+            verifier: Registered verifier of the search (``classifier``: the ``clean_classifier``).
 
         Returns:
             Samples shaped (B, *data_shape); ``self.last_nfe`` holds the NFE used.
@@ -306,9 +369,14 @@ class FlowMatching(GenerativeModule):
         if solver is not None and sampler is not None and solver != sampler:
             raise ConfigError(f"solver {solver!r} and sampler {sampler!r} disagree; give one of them")
         solver = solver or sampler
+        labels = labels.to(self.device)  # an unconditional net ignores them; a clean classifier reads them
+        if search is not None:
+            from framework.generative.search import search_generate
+
+            path = FlowTrajectory(self, solver, steps, grid, guidance, guidance_scale, guidance_args)
+            return search_generate(self, path, labels, seeds, search, search_args, verifier).to(self.dtype)
         x0 = self.source.sample_seeded(seeds, device=self.device, dtype=self.dtype)
-        labels = labels.to(self.device) if self.num_classes > 0 else None
-        return self.solve(x0, labels, solver, steps, grid, guidance, guidance_scale).x
+        return self.solve(x0, labels, solver, steps, grid, guidance, guidance_scale, guidance_args=guidance_args).x
 
     def log_likelihood(
         self,
@@ -341,6 +409,86 @@ class FlowMatching(GenerativeModule):
             self.velocity_field(labels), x, t_data=1.0, t_noise=0.0, divergence=divergence,
             probe=probe, generator=generator, seeds=seeds, solver=solver, steps=steps,
         )
+
+
+def flow_time_of_level(path: ProbabilityPath, level: float) -> float:
+    """The flow time ``t`` whose noise level ``b_t / a_t`` is ``level / (1 - level)`` (search's shared level)."""
+    if level >= 1:
+        return 0.0
+    if level <= 0:
+        return 1.0
+    target, lo, hi = level / (1 - level), 0.0, 1.0
+    for _ in range(60):  # b/a decreases from +inf (t = 0) to 0 (t = 1): bisection
+        mid = (lo + hi) / 2
+        if float(path_noise_level(path, torch.tensor(mid, dtype=torch.float64))) > target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+class FlowTrajectory:
+    """A flow's ODE path on search's shared level (``t`` with ``b_t / a_t = level / (1 - level)``; cfm: ``t = 1 - level``).
+
+    Segments integrate the ODE between the two times with the solver's steps in proportion;
+    forward noising is exact in ``x_hat = x_t / a_t = x1 + sigma n``. Needs the Gaussian source.
+    """
+
+    def __init__(self, model, solver, steps, grid, guidance, scale, guidance_args) -> None:
+        if model.source.name != "gaussian":
+            raise ConfigError("inference-time search needs the Gaussian source (its noises are searched)")
+        self.model, self.solver, self.grid = model, solver, grid
+        self.steps = int(steps or model.sample_defaults["steps"])
+        self.guidance, self.scale, self.guidance_args = guidance, scale, guidance_args
+        self.shape = tuple(model.data_shape)
+        self.rows_nfe = self.rows_classifier = 0.0
+
+    def start(self, z: Tensor) -> Tensor:
+        return z.to(self.model.device, self.model.dtype)
+
+    def run(self, x: Tensor, labels: Tensor, seeds: Tensor, level_from: float, level_to: float) -> Tensor:
+        t0, t1 = flow_time_of_level(self.model.path, level_from), flow_time_of_level(self.model.path, level_to)
+        steps = max(1, round(self.steps * (t1 - t0)))
+        m = self.model
+        result = m.solve(x, labels, self.solver, steps, self.grid, self.guidance, self.scale, t_start=t0, t_end=t1,
+                         guidance_args=self.guidance_args)  # fmt: skip
+        self.rows_nfe += result.nfe * len(x)
+        self.rows_classifier += m.last_classifier_evaluations * len(x)
+        return result.x
+
+    def denoised(self, x: Tensor, labels: Tensor, level: float) -> Tensor:
+        m = self.model
+        t = torch.tensor(flow_time_of_level(m.path, level), dtype=x.dtype, device=x.device)
+        guidance = m.guidance if self.guidance is None else (None if self.guidance == "none" else self.guidance)
+        f = m.velocity_field(labels, guidance, m.guidance_scale if self.scale is None else self.scale, self.guidance_args)
+        counter = m.clean_classifier
+        calls = counter.calls if counter is not None else 0
+        out = denoised_from_velocity(m.path, x, f(t, x), t.clamp_min(1e-4))
+        self.rows_nfe += f.calls.count * len(x)
+        self.rows_classifier += ((counter.calls - calls) if counter is not None else 0) * len(x)
+        return out
+
+    sigma_max = 80.0
+
+    def branches(self, x_hat: Tensor, labels: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+        m = self.model
+        if m.num_classes == 0 or m.label_dropout in (0, 1):
+            raise ConfigError("fkc needs a class-conditional model trained with label dropout (0 < label_dropout < 1)")
+        t = torch.tensor(flow_time_of_level(m.path, sigma / (1 + sigma)), dtype=x_hat.dtype, device=x_hat.device)
+        a = float(m.path.coefficients(t)[0])
+        x_t = a * x_hat  # velocity -> denoised estimate -> score of x_hat (path coefficients)
+        null = torch.full_like(labels, m.null_label)
+        v = m(torch.cat([x_t, x_t]), t, torch.cat([null, labels]))
+        self.rows_nfe += 2 * len(x_hat)
+        return denoised_from_velocity(m.path, torch.cat([x_t, x_t]), v, t).chunk(2)
+
+    def renoise(self, x: Tensor, level_from: float, level_to: float, noise: Tensor) -> Tensor:
+        p = self.model.path
+        t0, t1 = (torch.tensor(flow_time_of_level(p, v), dtype=torch.float64) for v in (level_from, level_to))
+        a0, a1 = p.coefficients(t0)[0], p.coefficients(t1)[0]
+        s0, s1 = path_noise_level(p, t0), path_noise_level(p, t1)
+        x_hat = x / float(a0) + float((s1**2 - s0**2).clamp_min(0).sqrt()) * noise
+        return float(a1) * x_hat
 
 
 @contextmanager

@@ -42,6 +42,8 @@ __all__ = [
     "TargetCFM",
     "VPPath",
     "build_path",
+    "denoised_from_velocity",
+    "path_noise_level",
     "ot_plan",
     "sample_plan",
     "quantile_times",
@@ -148,6 +150,11 @@ class ProbabilityPath:
         """
         return (1 - t) / t
 
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(a, b, a', b')`` of the mean path ``a_t x1 + b_t x0`` at ``t`` (the noise around it ignored)."""
+        t = torch.as_tensor(t)
+        return t, 1 - t, torch.ones_like(t), -torch.ones_like(t)
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
@@ -182,6 +189,27 @@ def ot_plan(x0: Tensor, x1: Tensor, method: str = "exact", reg: float = 0.05) ->
     return plan
 
 
+def plan_permutation(plan: np.ndarray) -> np.ndarray:
+    """``src`` with ``src[j]`` the source paired with target ``j``: a permutation carrying most of the plan's mass.
+
+    The exact plan of two equal uniform batches is a permutation matrix (over n), whose column
+    argmax is that permutation. An entropic (Sinkhorn) plan is dense, and its column argmax may
+    give one source to several targets; then the pairing is the assignment that maximises the
+    plan mass it keeps (``scipy.optimize.linear_sum_assignment``), still a permutation.
+    """
+    if plan.shape[0] != plan.shape[1]:
+        raise ConfigError(f"pairing without resampling needs equal batches, got a {plan.shape} plan")
+    src = plan.argmax(0)
+    if len(np.unique(src)) == len(src):
+        return src
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(plan, maximize=True)
+    src = np.empty(len(cols), dtype=np.int64)
+    src[cols] = rows
+    return src
+
+
 def sample_plan(plan: np.ndarray, size: int, replace: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(i, j)`` of ``size`` pairs drawn from the plan with NumPy's global RNG (as torchcfm)."""
     p = plan.flatten()
@@ -195,8 +223,9 @@ class OTCFM(CFM):
 
     With ``resample`` (torchcfm's behaviour) the pairs are drawn from the plan with
     replacement (seed NumPy for reproducibility). Without it, each ``x1`` keeps its place and
-    label and receives the source sample the plan assigns to it (the exact plan of two equal
-    uniform batches is a permutation), so no data point is dropped or repeated.
+    label and receives the source sample the plan assigns to it (:func:`plan_permutation`: the
+    exact plan's permutation, or for an entropic plan the permutation keeping most of its
+    mass), so no data point and no source sample is dropped or repeated.
 
     Args:
         sigma: Constant standard deviation around the straight path.
@@ -219,8 +248,7 @@ class OTCFM(CFM):
         plan = self._plan(x0, x1)
         if self.resample:
             return sample_plan(plan, len(x0))
-        # The source index carrying most of each target's mass (a permutation for exact OT).
-        return plan.argmax(0), np.arange(len(x1))
+        return plan_permutation(plan), np.arange(len(x1))
 
     def couple(self, x0: Tensor, x1: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
         if not self.within_class:
@@ -326,6 +354,10 @@ class TargetCFM(ProbabilityPath):
     def score_coefficient(self, t: Tensor) -> Tensor:
         return self.std(t) / t
 
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        t = torch.as_tensor(t)
+        return t, self.std(t), torch.ones_like(t), torch.full_like(t, -(1 - self.sigma))
+
 
 @register("path", "vp_path", aliases=("vp_cfm", "trigonometric"))
 class VPPath(ProbabilityPath):
@@ -345,6 +377,26 @@ class VPPath(ProbabilityPath):
 
     def score_coefficient(self, t: Tensor) -> Tensor:
         return math.pi / 2 / torch.tan(math.pi / 2 * t)
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        h = math.pi / 2 * torch.as_tensor(t)
+        return torch.sin(h), torch.cos(h), math.pi / 2 * torch.cos(h), -math.pi / 2 * torch.sin(h)
+
+
+def denoised_from_velocity(path: ProbabilityPath, x: Tensor, v: Tensor, t: Tensor) -> Tensor:
+    """The denoised estimate ``x1_hat = E[x1 | x_t]`` from the marginal velocity ``v`` at ``x_t = x``.
+
+    ``x = a x1_hat + b x0_hat`` and ``v = a' x1_hat + b' x0_hat`` (both linear in the posterior
+    means) give ``x1_hat = (b v - b' x) / (a' b - a b')``; cfm: ``x + (1 - t) v``.
+    """
+    a, b, da, db = (_pad(c.to(x), x) for c in path.coefficients(torch.as_tensor(t).to(x)))
+    return (b * v - db * x) / (da * b - a * db)
+
+
+def path_noise_level(path: ProbabilityPath, t: Tensor) -> Tensor:
+    """Noise level ``sigma = b_t / a_t`` of ``x_hat = x_t / a_t = x1 + sigma x0`` (Gaussian source)."""
+    a, b, _, _ = path.coefficients(torch.as_tensor(t))
+    return b / a
 
 
 def build_path(path: str | ProbabilityPath, **options: Any) -> ProbabilityPath:
