@@ -179,10 +179,10 @@ def report_command(args: argparse.Namespace) -> None:
 
         fig, ax = plt.subplots(figsize=(6, 4))
         for key, points in curves.items():
-            for kind, marker in (("full", "o-"), ("adaptive", "s")):
+            for kind, marker in (("full", "o"), ("adaptive", "s")):
                 pts = sorted((n, a) for n, a, k in points if k == kind)
                 if pts:
-                    ax.plot(*zip(*pts), marker, label=f"{key}, {kind}", linestyle="-" if kind == "full" else "none")
+                    ax.plot(*zip(*pts), marker=marker, label=f"{key}, {kind}", linestyle="-" if kind == "full" else "none")
         ax.set_xscale("log")
         ax.set_xlabel("generator NFE per image")
         ax.set_ylabel("top-1 accuracy (digits test)")

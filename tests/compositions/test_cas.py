@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -12,23 +11,16 @@ import torch
 from framework.data.generated import GeneratedDataModule
 from framework.errors import ConfigError
 from framework.metrics.cas import classification_accuracy_score
-from tests.compositions._generators import PermutedLabelGenerator
+from tests.compositions._generators import PermutedLabelGenerator, save_checkpoint
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
 SHORT = ["--trainer.max_epochs=4", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
          "--trainer.logger=false", "--trainer.enable_checkpointing=false"]
 
 
-def _save(model, path) -> str:
-    trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(path)
-    return str(path)
-
 
 def test_generated_split_has_the_real_labels_and_real_evaluation_splits(tmp_path):
-    path = _save(PermutedLabelGenerator(shift=3), tmp_path / "g.ckpt")
+    path = save_checkpoint(PermutedLabelGenerator(shift=3), tmp_path / "g.ckpt")
     dm = GeneratedDataModule(generator=path, cache_dir=str(tmp_path / "cache"), batch_size=32)
     dm.setup("fit")
     real = dm.real
@@ -52,7 +44,7 @@ def test_generated_split_has_the_real_labels_and_real_evaluation_splits(tmp_path
 
 
 def test_a_generator_that_does_not_fit_the_data_is_one_config_error(tmp_path):
-    path = _save(PermutedLabelGenerator(num_classes=10, data_shape=(1, 8, 8)), tmp_path / "g.ckpt")
+    path = save_checkpoint(PermutedLabelGenerator(num_classes=10, data_shape=(1, 8, 8)), tmp_path / "g.ckpt")
     with pytest.raises(ConfigError, match="shaped \\(1, 8, 8\\), the data are \\(1, 16, 16\\)"):
         GeneratedDataModule(generator=path, real_args={"image_size": 16})
     with pytest.raises(ConfigError, match="does not take 'steps'"):
@@ -60,10 +52,10 @@ def test_a_generator_that_does_not_fit_the_data_is_one_config_error(tmp_path):
 
 
 def test_cas_of_a_label_permuting_generator_is_near_chance(in_tmp):
-    permuted = _save(PermutedLabelGenerator(shift=1), in_tmp / "permuted.ckpt")
+    permuted = save_checkpoint(PermutedLabelGenerator(shift=1), in_tmp / "permuted.ckpt")
     result = classification_accuracy_score(permuted, QUICKSTART, root=in_tmp / "cas", overrides=SHORT)
     assert result["real_accuracy"] > 0.85, result
     assert result["cas"] < 0.2, result  # chance is 0.1: every training label is off by one
     assert result["ratio"] == pytest.approx(result["cas"] / result["real_accuracy"])
-    faithful = _save(PermutedLabelGenerator(shift=0), in_tmp / "faithful.ckpt")
+    faithful = save_checkpoint(PermutedLabelGenerator(shift=0), in_tmp / "faithful.ckpt")
     assert classification_accuracy_score(faithful, QUICKSTART, root=in_tmp / "cas0", overrides=SHORT, real_arm=False)["cas"] > 0.85
