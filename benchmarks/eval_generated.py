@@ -20,6 +20,8 @@ Prints and returns (as a dict, from :func:`evaluate_samples`):
   ``nn_train_median_test`` (the same for the real test images), ``nn_ratio`` (their ratio:
   about 1 without memorisation, near 0 for copies) and ``near_copy_fraction`` (generated
   samples nearer to a training image than 95 % of the test images are; 0.05 expected).
+- ``fd_real_equal`` / ``fd_ratio_equal``: the floor and the ratio at equal sample counts (a
+  seeded subset of the train split as large as the generated set, against the test split).
 
 The evaluator and the real features are computed once per checkpoint file and data (cached
 in the process), so calling it in a loop over samplers or NFEs is cheap.
@@ -171,6 +173,9 @@ def evaluate_samples(
         ],
         **memorization_check(images, train_images, test_images),
     }
+    subset = torch.randperm(len(train_features), generator=torch.Generator().manual_seed(0))[: len(labels)]
+    result["fd_real_equal"] = frechet_distance_of_features(train_features[subset], test_features).item()
+    result["fd_ratio_equal"] = fd_test / result["fd_real_equal"]
     if verbose:
         print(format_result(result))
     return result
