@@ -36,10 +36,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from eval_generated import evaluate_samples  # noqa: E402
 
 # (name, model, generate options, model attributes): model "uncond" / "cond".
+DDPM35 = {"sampler": "ddpm", "steps": 35}  # ancestral, as the EluCD reference's p_sample
 GUIDANCE = [
-    ("uncond, no guidance", "uncond", {}),
-    ("uncond, elucd s=1", "uncond", {"guidance": "elucd", "guidance_scale": 1.0}),
-    ("uncond, elucd s=2", "uncond", {"guidance": "elucd", "guidance_scale": 2.0}),
+    ("uncond, no guidance, edm_heun 18", "uncond", {}),
+    ("uncond, no guidance, ddpm 35", "uncond", DDPM35),
+    ("uncond, elucd s=1, ddpm 35", "uncond", {"guidance": "elucd", "guidance_scale": 1.0, **DDPM35}),
+    ("uncond, elucd s=1 kappa=0, ddpm 35", "uncond",
+     {"guidance": "elucd", "guidance_scale": 1.0, "guidance_args": {"kappa": 0.0}, **DDPM35}),
+    ("uncond, elucd s=1, edm_heun 18", "uncond", {"guidance": "elucd", "guidance_scale": 1.0}),
+    ("uncond, elucd s=0.5, edm_heun 18", "uncond", {"guidance": "elucd", "guidance_scale": 0.5}),
     ("cond, no guidance", "cond", {}),
     ("cond, gfcg w=1", "cond", {"guidance": "gfcg", "guidance_scale": 1.0}),
     ("cond, gfcg w=2", "cond", {"guidance": "gfcg", "guidance_scale": 2.0}),
@@ -114,6 +119,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--table", choices=("guidance", "search", "fkc"), required=True)
     parser.add_argument("--workdir", type=Path, default=ROOT / "outputs" / "steer")
     parser.add_argument("--per-class", type=int, default=36, help="36 x 10 = the 360 test digits")
+    parser.add_argument("--which", choices=("uncond", "cond", "all"), default="all", help="generators to run")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 for name, s, a in SEARCH]  # fmt: skip
     else:
         plan = [(name, "cond", opts) for name, opts in FKC]
+    plan = [p for p in plan if args.which in ("all", p[1])]
     for name, which, opts in plan:
         if which not in models:
             models[which] = load(w, which, guide, noisy)
@@ -140,6 +147,33 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "machine": machine}, indent=1) + "\n")
     return rows
+
+
+def plot_search(json_path: Path, png: Path) -> None:
+    """Judge accuracy and verifier log-probability against NFE per algorithm (the search table's JSON)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = json.loads(json_path.read_text())["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for algo in ("random", "zero_order", "paths"):
+        pts = sorted([r for r in rows if r["config"].startswith(algo) or r["config"] == "plain"], key=lambda r: r["nfe"])
+        nfe = [r["nfe"] for r in pts]
+        axes[0].plot(nfe, [r["judge_accuracy"] for r in pts], "o-", label=algo)
+        axes[0].plot(nfe, [r["guide_accuracy"] for r in pts], "x:", color=axes[0].lines[-1].get_color())
+        axes[1].plot(nfe, [r.get("verifier_mean_log_prob", float("nan")) for r in pts], "o-", label=algo)
+    axes[0].set(xscale="log", xlabel="NFE per sample", ylabel="accuracy (o judge, x verifier)")
+    axes[1].set(xscale="log", xlabel="NFE per sample", ylabel="verifier mean log p(y | x0)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+if __name__ == "__main__" and "--plot" in sys.argv:  # python benchmarks/steering_digits.py --plot JSON PNG
+    plot_search(Path(sys.argv[2]), Path(sys.argv[3]))
+    sys.exit(0)
 
 
 if __name__ == "__main__":
