@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--workdir", type=Path, default=ROOT / "outputs" / "steer")
     parser.add_argument("--per-class", type=int, default=36, help="36 x 10 = the 360 test digits")
     parser.add_argument("--which", choices=("uncond", "cond", "all"), default="all", help="generators to run")
+    parser.add_argument("--only", help="run only the configurations whose name contains this")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 for name, s, a in SEARCH]  # fmt: skip
     else:
         plan = [(name, "cond", opts) for name, opts in FKC]
-    plan = [p for p in plan if args.which in ("all", p[1])]
+    plan = [p for p in plan if args.which in ("all", p[1]) and (args.only is None or args.only in p[0])]
     for name, which, opts in plan:
         if which not in models:
             models[which] = load(w, which, guide, noisy)
