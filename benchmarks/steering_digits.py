@@ -65,6 +65,7 @@ SEARCH = [
 FKC = [
     ("cfg w=3, edm_heun 18 steps", {"guidance": "cfg", "guidance_scale": 3.0}),
     ("fkc w=3, K=4, 8 steps", {"search": "fkc", "search_args": {"particles": 4, "scale": 3.0, "steps": 8}}),
+    ("fkc w=3, K=2, 32 steps", {"search": "fkc", "search_args": {"particles": 2, "scale": 3.0, "steps": 32}}),
     ("cfg w=3 (fkc sampler, K=1, no weights), 32 steps",
      {"search": "fkc", "search_args": {"particles": 1, "scale": 3.0, "steps": 32, "resample": False}}),
 ]
@@ -170,6 +171,27 @@ def plot_search(json_path: Path, png: Path) -> None:
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(png, dpi=110)
+
+
+def markdown(paths: list[Path]) -> str:
+    """The rows of the JSON files as one Markdown table (docs/benchmarks/steering.md)."""
+    head = ("| configuration | NFE | classifier evals | judge accuracy | guide accuracy | verifier log p | "
+            "Fréchet ratio (equal counts) | NN-train median (test: real) | samples | CPU s |")  # fmt: skip
+    lines = [head, "|" + "---|" * 10]
+    for path in paths:
+        for r in json.loads(Path(path).read_text())["rows"]:
+            v = r.get("verifier_mean_log_prob")
+            lines.append(
+                f"| {r['config']} | {r['nfe']:g} | {r['classifier_evaluations']:g} | {100 * r['judge_accuracy']:.1f}% "
+                f"| {100 * r['guide_accuracy']:.1f}% | {'' if v is None else f'{v:.3f}'} | {r['fd_ratio_equal']:.2f} "
+                f"| {r['nn_train_median']:.2f} ({r['nn_train_median_test']:.2f}) | {r['num_samples']} | {r['cpu_seconds']} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__" and "--markdown" in sys.argv:  # python benchmarks/steering_digits.py --markdown A.json ...
+    print(markdown([Path(a) for a in sys.argv[sys.argv.index("--markdown") + 1:]]))
+    sys.exit(0)
 
 
 if __name__ == "__main__" and "--plot" in sys.argv:  # python benchmarks/steering_digits.py --plot JSON PNG
