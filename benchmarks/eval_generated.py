@@ -1,7 +1,7 @@
 """Score generated samples with the evaluator classifier: accuracy and Fréchet distance in its feature space.
 
     python benchmarks/eval_generated.py --samples outputs/diffusion_digits/samples \
-        --evaluator outputs/evaluator/digits.ckpt [--data digits] [--data_args '{"image_size": 8}']
+        --evaluator 'outputs/evaluator/lightning_logs/version_*/checkpoints/digits.ckpt' [--data digits] [--data_args '{"image_size": 8}']
 
 Prints and returns (as a dict, from :func:`evaluate_samples`):
 
@@ -15,11 +15,13 @@ Prints and returns (as a dict, from :func:`evaluate_samples`):
 - ``real_accuracy``: the evaluator's accuracy on the real test split (its own ceiling);
 - ``accuracy_per_class``: the accuracy on the samples of each class, None for a class with
   no samples;
+- the memorisation check (:func:`framework.metrics.memorization_check`, pixel space):
+  ``nn_train_median`` (median distance of a generated sample to its nearest training image),
+  ``nn_train_median_test`` (the same for the real test images), ``nn_ratio`` (their ratio:
+  about 1 without memorisation, near 0 for copies) and ``near_copy_fraction`` (generated
+  samples nearer to a training image than 95 % of the test images are; 0.05 expected).
 - ``fd_real_equal`` / ``fd_ratio_equal``: the floor and the ratio at equal sample counts (a
-  seeded subset of the train split as large as the generated set, against the test split);
-- ``nn_train_median`` / ``nn_train_median_test``: memorisation check, the median pixel-space L2
-  distance of a generated / a real test image to its nearest training image (generated ones
-  far nearer than real test images are to the train split would be copies).
+  seeded subset of the train split as large as the generated set, against the test split).
 
 The evaluator and the real features are computed once per checkpoint file and data (cached
 in the process), so calling it in a loop over samplers or NFEs is cheap.
@@ -45,26 +47,34 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_EVALUATOR = ROOT / "outputs" / "evaluator" / "digits.ckpt"
+# recipes/evaluator_digits.yaml writes under its run's log folder; the newest run's checkpoint.
+DEFAULT_EVALUATOR = ROOT / "outputs" / "evaluator" / "lightning_logs" / "version_*" / "checkpoints" / "digits.ckpt"
 
 
 def ensure_evaluator(
     path: str | os.PathLike = DEFAULT_EVALUATOR, recipe: str = "recipes/evaluator_digits.yaml"
 ) -> Path:
-    """The evaluator checkpoint at ``path``, trained first with ``lightning fit --config recipe`` if it is missing.
+    """The evaluator checkpoint at ``path`` (a pattern: its newest match), trained first with ``lightning fit --config recipe`` if it is missing.
 
     The recipe's ModelCheckpoint must write ``path`` (``recipes/evaluator_digits.yaml`` writes
     the default); it keeps the last epoch (never selected on test data).
     """
-    path = Path(path)
-    if path.is_file():
-        return path
+    from framework.errors import ConfigError
+    from framework.loading import resolve_checkpoint
+
+    try:
+        found = Path(resolve_checkpoint(path, "evaluator"))
+    except ConfigError:  # a pattern that matches nothing yet
+        found = None
+    if found is not None and found.is_file():
+        return found
     command = [sys.executable, "-m", "framework", "fit", "--config", str(ROOT / recipe)]
     print("training the evaluator:", " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
-    if not path.is_file():
+    found = Path(resolve_checkpoint(path, "evaluator"))
+    if not found.is_file():
         raise FileNotFoundError(f"{recipe} did not write {path}")
-    return path
+    return found
 
 
 def _datamodule(data: Any, data_args: dict[str, Any] | None):
@@ -79,7 +89,9 @@ def _reference(evaluator: Any, data: Any, data_args: dict[str, Any] | None) -> t
     """Extractor, real train/test features, test logits and labels; cached for a checkpoint file and data name."""
     if isinstance(evaluator, torch.nn.Module) or not isinstance(data, str):
         return _compute_reference(evaluator, data, data_args)
-    path = Path(evaluator)
+    from framework.loading import resolve_checkpoint
+
+    path = Path(resolve_checkpoint(evaluator, "evaluator"))  # a pattern: its newest match
     stamp = path.stat().st_mtime_ns if path.is_file() else None
     return _cached_reference(str(path), stamp, data, json.dumps(data_args or {}, sort_keys=True))
 
@@ -106,7 +118,9 @@ def _compute_reference(evaluator: Any, data: Any, data_args: dict[str, Any] | No
         train_features, _ = extract(extractor, datamodule.train_dataloader())
         test_features, test_logits = extract(extractor, datamodule.test_dataloader())
     test_labels = torch.cat([y for _, y in datamodule.test_dataloader()])
-    return extractor, train_features, test_features, test_logits, test_labels
+    train_images = torch.cat([x for x, _ in datamodule.train_dataloader()])
+    test_images = torch.cat([x for x, _ in datamodule.test_dataloader()])
+    return extractor, train_features, test_features, test_logits, test_labels, train_images, test_images
 
 
 def evaluate_samples(
@@ -128,12 +142,14 @@ def evaluate_samples(
         verbose: Print the figures.
     """
     from framework.generative.output import load_samples
-    from framework.metrics import extract, frechet_distance_of_features
+    from framework.metrics import extract, frechet_distance_of_features, memorization_check
 
     images, labels = load_samples(samples) if not isinstance(samples, tuple) else samples
     images, labels = torch.as_tensor(images, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.int64)
     start = time.perf_counter()
-    extractor, train_features, test_features, test_logits, test_labels = _reference(evaluator, data, data_args)
+    extractor, train_features, test_features, test_logits, test_labels, train_images, test_images = _reference(
+        evaluator, data, data_args
+    )
     with torch.no_grad():
         gen_features, gen_logits = extract(extractor, images, batch_size)
     correct = (gen_logits.argmax(1) == labels).double()
@@ -155,25 +171,14 @@ def evaluate_samples(
             round(correct[labels == c].mean().item(), 4) if (labels == c).any() else None
             for c in range(test_logits.shape[1])
         ],
+        **memorization_check(images, train_images, test_images),
     }
     subset = torch.randperm(len(train_features), generator=torch.Generator().manual_seed(0))[: len(labels)]
     result["fd_real_equal"] = frechet_distance_of_features(train_features[subset], test_features).item()
     result["fd_ratio_equal"] = fd_test / result["fd_real_equal"]
-    result.update(nearest_training_distances(images, data, data_args))
     if verbose:
         print(format_result(result))
     return result
-
-
-def nearest_training_distances(images: Tensor, data: Any = "digits", data_args: dict[str, Any] | None = None) -> dict:
-    """Median L2 distance to the nearest training image: of ``images`` and of the real test split."""
-    datamodule = _datamodule(data, data_args)
-    datamodule.setup("fit")
-    datamodule.setup("test")
-    train = torch.cat([x for x, _ in datamodule.train_dataloader()]).flatten(1).float()
-    test = torch.cat([x for x, _ in datamodule.test_dataloader()]).flatten(1).float()
-    nearest = lambda x: torch.cdist(x.flatten(1).float(), train).min(dim=1).values.median().item()  # noqa: E731
-    return {"nn_train_median": nearest(images), "nn_train_median_test": nearest(test)}
 
 
 def digits_bits_per_dim(model: Any, count: int) -> dict:

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from eval_generated import digits_bits_per_dim, ensure_evaluator, evaluate_samples  # noqa: E402
 
+RECIPE = "recipes/flow_digits.yaml"
 SETTINGS = [
     ("euler", 1), ("euler", 2), ("euler", 4), ("euler", 8), ("euler", 20), ("midpoint", 10), ("heun", 10), ("dopri5", None),
 ]  # fmt: skip
@@ -38,8 +39,11 @@ SETTINGS = [
 def fit(recipe: str, work: Path) -> tuple[Path, dict]:
     """Run ``lightning fit`` on a recipe inside ``work``; its checkpoint and the time it took.
 
-    The digits recipes write ``outputs/<name>/<name>.ckpt`` relative to the working directory
-    (and reflow_digits reads the teacher there), so both runs share ``work``.
+    The digits recipes write ``lightning_logs/version_N/checkpoints/<name>.ckpt`` under the
+    working directory (and reflow_digits reads the newest teacher there), so both runs share
+    ``work``; a recipe that names no checkpoint file (``flow_digits_fast``) leaves Lightning's
+    ``epoch=...ckpt`` there, and the newest checkpoint is taken.
+    CPU seconds: user + system time of the training process (1 thread).
     """
     name = Path(recipe).stem
     command = [sys.executable, "-m", "framework", "fit", "--config", str(ROOT / recipe),
@@ -47,15 +51,29 @@ def fit(recipe: str, work: Path) -> tuple[Path, dict]:
     print("$", " ".join(command), f"(in {work})", flush=True)
     work.mkdir(parents=True, exist_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = os.getloadavg()[0]
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=work, env={**os.environ, "OMP_NUM_THREADS": "1"})
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cost = {
         "wall_s": round(time.perf_counter() - start, 1),
         "cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 1),
+        "threads": 1,
+        "load_average_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
     }
     print(name, "training cost", json.dumps(cost), flush=True)
-    return work / "outputs" / name / f"{name}.ckpt", cost
+    return _newest_checkpoint(work, name), cost
+
+
+def _newest_checkpoint(work: Path, name: str) -> Path:
+    from framework.errors import ConfigError
+    from framework.loading import resolve_checkpoint
+
+    logs = work / "lightning_logs" / "version_*" / "checkpoints"
+    try:
+        return Path(resolve_checkpoint(logs / f"{name}.ckpt"))
+    except ConfigError:  # a recipe that names no checkpoint file: Lightning's epoch=...-step=....ckpt
+        return Path(resolve_checkpoint(logs / "*.ckpt"))
 
 
 def curve(checkpoint: Path, evaluator: Path, per_class: int, guidance_scale: float | None) -> list[dict]:
@@ -79,7 +97,8 @@ def curve(checkpoint: Path, evaluator: Path, per_class: int, guidance_scale: flo
         scores = evaluate_samples((images.numpy(), labels.numpy()), evaluator, verbose=False)
         row = {"solver": solver, "steps": steps, "nfe": round(sum(nfes) / len(nfes), 1), "accuracy": round(scores["accuracy"], 4),
                "fd_ratio": round(scores["fd_ratio"], 3), "fd_test": round(scores["fd_test"], 4),
-               "fd_real": round(scores["fd_real"], 4), "sample_s": round(seconds, 1)}  # fmt: skip
+               "fd_real": round(scores["fd_real"], 4), "nn_ratio": round(scores["nn_ratio"], 3),
+               "near_copy_fraction": round(scores["near_copy_fraction"], 4), "sample_s": round(seconds, 1)}  # fmt: skip
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
@@ -100,6 +119,8 @@ def main() -> None:
     parser.add_argument("--guidance-scale", type=float, default=None, help="cfg scale at sampling (1: none)")
     parser.add_argument("--skip-train", action="store_true", help="reuse the checkpoints in --workdir")
     parser.add_argument("--no-reflow", action="store_true")
+    parser.add_argument("--recipe", default=RECIPE,
+                        help="the flow recipe to train (e.g. recipes/flow_digits_fast.yaml); reflow follows flow_digits only")
     parser.add_argument("--nll-count", type=int, default=200, help="test digits scored in bits/dim (0: skip)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -107,17 +128,19 @@ def main() -> None:
     evaluator = ensure_evaluator()
 
     result: dict = {"args": vars(args), "torch_threads": 1}
+    if args.recipe != RECIPE:
+        args.no_reflow = True  # recipes/reflow_digits.yaml distils flow_digits.yaml's checkpoint
     if args.skip_train:
-        teacher = work / "outputs" / "flow_digits" / "flow_digits.ckpt"
+        teacher = _newest_checkpoint(work, Path(args.recipe).stem)
     else:
-        teacher, result["flow_train"] = fit("recipes/flow_digits.yaml", work)
+        teacher, result["flow_train"] = fit(args.recipe, work)
     result["flow"] = curve(teacher, evaluator, args.per_class, args.guidance_scale)
     if args.nll_count:
         result["flow_bpd"] = score_bits_per_dim(teacher, args.nll_count)
         print("bits/dim", json.dumps(result["flow_bpd"]), flush=True)
     if not args.no_reflow:
         if args.skip_train:
-            student = work / "outputs" / "reflow_digits" / "reflow_digits.ckpt"
+            student = _newest_checkpoint(work, "reflow_digits")
         else:
             # Includes generating the teacher's pairs; a cache from an earlier teacher is stale.
             (work / "outputs" / "reflow_digits" / "pairs.npz").unlink(missing_ok=True)

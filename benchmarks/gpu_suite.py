@@ -21,7 +21,7 @@ EMA callbacks; checkpointing, logging, sample grids and validation off; one devi
    and cross-entropy in a plain loop (its ``fit`` needs the class-incremental scenario).
 3. ``sampling``: images/s of each generator's ``generate`` at a fixed NFE
    (:data:`RECIPES`' ``sample`` options: 35 NFE for diffusion and flow, 1 for the GAN; with
-   ``--tiny`` the ``agree`` options, 7-8 NFE); the samples must be finite (an untrained
+   ``--tiny`` 2 steps); the samples must be finite (an untrained
    net's need not lie in [-1, 1]: their range is recorded).
 4. ``mfu``: DiT model-FLOPs utilisation of a bf16 training step: the FLOPs of one step
    (forward + backward of ``Diffusion.loss``) counted by ``torch.utils.flop_counter``
@@ -31,6 +31,10 @@ EMA callbacks; checkpointing, logging, sample grids and validation off; one devi
    two batches of 2) and on the CPU (one batch of 4): max absolute difference. Without a
    GPU (``--tiny`` on CPU) both runs are on the CPU, which still checks that a sample does
    not depend on its batch.
+
+The compile checks run after every other section, and only while the suite has run less
+than ``--budget-s`` seconds (default 420, so that the whole suite fits in 8 minutes on one
+GPU); a net left out gets ``compile_skipped`` in its row.
 
 ``--tiny`` swaps in tiny nets (:data:`TINY_NETS`), batch 2, 2 timed steps, and compiles only
 the nets of the recipes named by ``--compile-nets`` (default in tiny mode: ``diffusion_dit``) with the ``aot_eager``
@@ -80,6 +84,7 @@ TINY_NETS: dict[str, dict[str, Any]] = {
     "sn_resnet_generator": {"channels": 8, "latent_dim": 16},
     "sn_resnet_discriminator": {"channels": 8},
 }  # the CIFAR ResNets take no width arguments: they run at their size (0.5M / 11M parameters)
+TINY_STEPS = 2  # sampler / solver steps of sampling and agreement with --tiny
 
 # Relative L2 error bounds against fp32 eager (correctness) and max |difference| of samples in [-1, 1]
 # (agreement). bf16 keeps 8 significant bits (relative rounding 2^-9 per op, growing with depth);
@@ -105,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile-nets", nargs="*", default=None,
                         help="recipes whose nets are checked under torch.compile (default: all; --tiny: diffusion_dit)")  # fmt: skip
     parser.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor; --tiny aot_eager)")
+    parser.add_argument("--budget-s", type=float, default=420.0,
+                        help="compile checks (run last) start only while the suite has run less than this (default 420)")  # fmt: skip
     parser.add_argument("--out", default=None, help="write the JSON here (it is printed as well)")
     return parser.parse_args(argv)
 
@@ -225,7 +232,8 @@ def relative_error(y: Any, reference: Any) -> float:
     return float(torch.linalg.vector_norm(y - reference) / torch.linalg.vector_norm(reference).clamp_min(1e-30))
 
 
-def correctness(name: str, cli: Any, device: str, batch: int, compile_backend: str | None) -> list[dict]:
+def correctness(name: str, cli: Any, device: str, batch: int, pending: list | None = None) -> list[dict]:
+    """bf16 rows of the recipe's nets; each (row, net, inputs, reference) is appended to ``pending`` for :func:`compile_check`."""
     import torch
 
     rows = []
@@ -236,17 +244,24 @@ def correctness(name: str, cli: Any, device: str, batch: int, compile_backend: s
             reference = net(*inputs)
             with torch.autocast(device_type=device, dtype=torch.bfloat16):
                 bf16 = net(*inputs)
-            row = {"recipe": name, "net": path, "class": type(net).__name__, "batch": batch,
-                   "reference_norm": float(torch.linalg.vector_norm(_flat(reference))),
-                   "bf16_relative_error": relative_error(bf16, reference), "bf16_tolerance": TOLERANCES["bf16"]}  # fmt: skip
-            if compile_backend:
-                start = time.perf_counter()
-                compiled = torch.compile(net, backend=compile_backend)
-                out = compiled(*inputs)
-                row.update({"compile_backend": compile_backend, "compile_relative_error": relative_error(out, reference),
-                            "compile_tolerance": TOLERANCES["compile"], "compile_seconds": time.perf_counter() - start})  # fmt: skip
+        row = {"recipe": name, "net": path, "class": type(net).__name__, "batch": batch,
+               "reference_norm": float(torch.linalg.vector_norm(_flat(reference))),
+               "bf16_relative_error": relative_error(bf16, reference), "bf16_tolerance": TOLERANCES["bf16"]}  # fmt: skip
         rows.append(row)
+        if pending is not None:
+            pending.append((row, net, inputs, reference))
     return rows
+
+
+def compile_check(row: dict, net: Any, inputs: tuple, reference: Any, backend: str) -> None:
+    """Adds the torch.compile figures to a correctness row: the compiled fp32 net against fp32 eager."""
+    import torch
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = torch.compile(net, backend=backend)(*inputs)
+    row.update({"compile_backend": backend, "compile_relative_error": relative_error(out, reference),
+                "compile_tolerance": TOLERANCES["compile"], "compile_seconds": time.perf_counter() - start})  # fmt: skip
 
 
 # -- 2. training throughput ---------------------------------------------------------------------------
@@ -385,13 +400,17 @@ def _generate(model: Any, labels: Any, seeds: Any, options: dict, chunk: int | N
     return torch.cat([model.generate(labels[i : i + chunk], seeds[i : i + chunk], **options) for i in range(0, len(seeds), chunk)])
 
 
+def _tiny(options: dict) -> dict:
+    return {**options, "steps": TINY_STEPS} if "steps" in options else options
+
+
 def sampling(name: str, model: Any, device: str, batch: int, tiny: bool = False) -> dict:
     import torch
 
     model = model.to(device).eval()
     classes = max(int(model.num_classes), 1)
     labels, seeds = torch.arange(batch) % classes, torch.arange(batch)
-    options = RECIPES[name]["agree" if tiny else "sample"]
+    options = _tiny(RECIPES[name]["agree"]) if tiny else RECIPES[name]["sample"]
     clock = _StepClock(0, 0, device)
     with torch.no_grad():
         _generate(model, labels[:2], seeds[:2], options)  # warm-up
@@ -407,11 +426,11 @@ def sampling(name: str, model: Any, device: str, batch: int, tiny: bool = False)
             "min": float(images.min()), "max": float(images.max())}  # fmt: skip
 
 
-def agreement(name: str, model: Any, device: str) -> dict:
+def agreement(name: str, model: Any, device: str, tiny: bool = False) -> dict:
     """Same seeds on ``device`` (two batches of 2, fp32) and on the CPU (one batch of 4)."""
     import torch
 
-    options = RECIPES[name]["agree"]
+    options = _tiny(RECIPES[name]["agree"]) if tiny else RECIPES[name]["agree"]
     classes = max(int(model.num_classes), 1)
     labels, seeds = torch.arange(4) % classes, torch.arange(100, 104)
     model = model.float().eval()
@@ -502,6 +521,8 @@ def run_suite(args: argparse.Namespace) -> dict:
         "seconds": {}, "failures": [],
     }  # fmt: skip
     batch = 2 if tiny else None
+    pending: list = []  # correctness rows waiting for their compile check
+    started = time.perf_counter()
 
     def section(key: str, name: str, fn, *a) -> Any:
         start = time.perf_counter()
@@ -518,7 +539,7 @@ def run_suite(args: argparse.Namespace) -> dict:
         if cli is None:
             continue
         rows = section("correctness", name, correctness, name, cli, device, 2 if tiny else 8,
-                       backend if name in compile_names else None)  # fmt: skip
+                       pending if name in compile_names else None)  # fmt: skip
         result["correctness"] += rows or []
         if name == "diffusion_dit":
             mfu_cli = section("build", "diffusion_dit_mfu", build, name, device, tiny, batch)
@@ -531,12 +552,19 @@ def run_suite(args: argparse.Namespace) -> dict:
             row = section("sampling", name, sampling, name, cli.model, device, sample_batch, tiny)
             if row:
                 result["sampling"].append(row)
-            row = section("agreement", name, agreement, name, cli.model, device)
+            row = section("agreement", name, agreement, name, cli.model, device, tiny)
             if row:
                 result["agreement"].append(row)
         del cli
         if device == "cuda":
             torch.cuda.empty_cache()
+    # Compiling is the slowest part (inductor: tens of seconds per net), so it runs last, while
+    # the time budget lasts; a net left out is marked, not failed.
+    for row, net, inputs, reference in pending:
+        if time.perf_counter() - started > args.budget_s:
+            row["compile_skipped"] = f"time budget of {args.budget_s:.0f} s spent"
+            continue
+        section("compile", f"{row['recipe']}/{row['net']}", compile_check, row, net, inputs, reference, backend)
     result["failures"] += check(result)
     result["seconds"]["total"] = sum(result["seconds"].values())
     return result
@@ -546,6 +574,8 @@ def check(result: dict) -> list[str]:
     """The checks over tolerance or not finite."""
     bad = []
     for row in result["correctness"]:
+        if not row["reference_norm"] > 0:  # an all-zero output would make any comparison pass
+            bad.append(f"correctness {row['recipe']} {row['net']}: the fp32 output is zero")
         for key in ("bf16", "compile"):
             err = row.get(f"{key}_relative_error")
             if err is not None and not err <= row[f"{key}_tolerance"]:

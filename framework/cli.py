@@ -180,6 +180,35 @@ def _make_cli_class():
         def after_fit(self) -> None:
             print_fit_summary(self.trainer)
 
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI reads the checkpoint's hyper-parameters before anything is built.
+            # Its ``_class_path`` would silently replace the configured model class.
+            sub = self.config.get("subcommand")
+            ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+            if isinstance(ckpt_path, str) and ckpt_path not in ("best", "last", "hpc", "registry"):
+                from framework.loading import resolve_checkpoint
+
+                # A pattern (lightning_logs/version_*/checkpoints/x.ckpt) names its newest match.
+                self.config[sub]["ckpt_path"] = resolve_checkpoint(ckpt_path, "ckpt_path")
+            model_class = lambda: (self.config[sub].get("model") or {}).get("class_path") if sub else None
+            model_before = model_class()
+            try:
+                super()._parse_ckpt_path()
+            except ClasszooError:
+                raise
+            except Exception as err:
+                from framework.trainer import checkpoint_error_message
+
+                path = str(self.config[self.config.subcommand].get("ckpt_path"))
+                raise ClasszooError(checkpoint_error_message(path, None, None, err)) from err
+            model_after = model_class()
+            if model_before and model_after != model_before:
+                path = self.config[sub].get("ckpt_path")
+                raise ClasszooError(
+                    f"ckpt_path {path} is a checkpoint of {model_after}, but the config's model is "
+                    f"{model_before}: give the config that trained it"
+                )
+
         def _run_subcommand(self, subcommand: str) -> None:
             from lightning.pytorch.utilities.exceptions import SIGTERMException
 

@@ -36,6 +36,29 @@ class ClasszooModule(L.LightningModule):
         self.num_classes = int(num_classes)
         self.data_shape = tuple(int(s) for s in data_shape)
 
+    def configure_model(self) -> None:
+        """Under Lightning's ``ModelParallelStrategy``: shard the nets (FSDP2) by their ``fsdp_units``.
+
+        Any other strategy leaves the model as it is. Subclasses that override this hook call
+        ``super().configure_model()``. See :mod:`framework.parallel`.
+        """
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        trainer = self._trainer
+        if trainer is None or not isinstance(trainer.strategy, ModelParallelStrategy):
+            return
+        if getattr(self, "_sharded", False):  # Lightning may call the hook again (e.g. fit, then test)
+            return
+        from framework.parallel import shard_children
+
+        mesh = self.device_mesh
+        if mesh.ndim != 1 and mesh["tensor_parallel"].size() != 1:
+            from framework.errors import ConfigError
+
+            raise ConfigError("classzoo shards data-parallel only: set the strategy's tensor_parallel_size: 1")
+        shard_children(self, mesh["data_parallel"] if mesh.ndim > 1 else mesh)
+        self._sharded = True
+
     def on_fit_start(self) -> None:
         # Adam's second moments of zero-initialised layers decay into subnormal floats, and
         # subnormal arithmetic is ~30x slower on x86 CPUs (measured on a digits U-Net: 15 ms

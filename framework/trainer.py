@@ -7,8 +7,10 @@ and the final state of a fit is saved (:class:`~framework.callbacks.FinalCheckpo
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from lightning.pytorch.plugins import CheckpointIO, TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from framework.callbacks.final_checkpoint import FinalCheckpoint
-from framework.errors import ConfigError
+from framework.errors import ClasszooError, ConfigError
 from framework.generative.base import GenerativeModule
 from framework.generative.output import SampleRequests, SampleWriter, check_options
 from framework.io import AtomicCheckpointIO
@@ -49,6 +51,11 @@ class ClasszooTrainer(L.Trainer):
         # Exactly Lightning's default: not a user's plugin, nor a strategy's own (XLA, async).
         if not user_io and type(self.strategy.checkpoint_io) is TorchCheckpointIO:
             self.strategy.checkpoint_io = AtomicCheckpointIO()
+        # A ckpt_path that is not a checkpoint, or one of another model, is a user error (one
+        # line, exit 2), whatever the entry point (fit, validate, test, predict, sample).
+        connector = self._checkpoint_connector
+        for name in ("_restore_modules_and_callbacks", "restore_training_state"):
+            setattr(connector, name, _checkpoint_errors_as_config_errors(getattr(connector, name), self))
 
     def sample(
         self,
@@ -146,6 +153,48 @@ class ClasszooTrainer(L.Trainer):
             self.predict_loop.inference_mode = saved_inference_mode
             model.sample_seed, model.sample_options = saved_model_state
         return Path(output) / "samples.npz"
+
+
+def _checkpoint_errors_as_config_errors(restore: Callable[..., None], trainer: L.Trainer) -> Callable[..., None]:
+    """Wrap a checkpoint connector's restore step: its failures become one-line ConfigErrors."""
+
+    @functools.wraps(restore)
+    def wrapped(*args: Any, **kwargs: Any) -> None:
+        try:
+            restore(*args, **kwargs)
+        except ClasszooError:
+            raise
+        except Exception as err:
+            connector = trainer._checkpoint_connector
+            path = connector._ckpt_path or (args[0] if args else kwargs.get("checkpoint_path"))
+            if not path:
+                raise
+            raise ConfigError(checkpoint_error_message(str(path), connector._loaded_checkpoint, trainer, err)) from err
+
+    return wrapped
+
+
+def checkpoint_error_message(path: str, loaded: dict[str, Any] | None, trainer: L.Trainer | None, err: Exception) -> str:
+    """The one-line message for a ``ckpt_path`` that could not be restored (``loaded``: its contents, if read)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        # torch's weights-only unpickler: the cause is the line before its documentation hint.
+        cause = [line for line in lines if not line.startswith(("Check the documentation", "Please file"))]
+        lines = [f"torch.load(weights_only=True): {cause[-1]}"]
+    if lines and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = [" ".join(lines[:2])]  # the first line only names the class
+    detail = lines[0] if lines else type(err).__name__
+    module = trainer.lightning_module if trainer is not None else None
+    model = type(module).__name__ if module is not None else "the model"
+    if isinstance(err, FileNotFoundError):
+        return f"checkpoint not found: {path}"
+    if not loaded and isinstance(err, KeyError):  # read, but Lightning's migration misses its keys
+        return f"ckpt_path {path} is not a Lightning checkpoint (it has no {err.args[0]!r})"
+    if not loaded:
+        return f"ckpt_path {path} is not a readable checkpoint ({type(err).__name__}: {detail[:200]})"
+    if "state_dict" not in loaded:
+        return f"ckpt_path {path} is not a Lightning checkpoint (it has no state_dict)"
+    return f"ckpt_path {path} does not fit {model} (a checkpoint of another model or configuration?): {detail[:300]}"
 
 
 def _as_list(value: Any) -> list:

@@ -20,6 +20,7 @@ Subclasses override the template hooks: ``step_epochs``, ``on_step_start``, ``tr
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -38,7 +39,7 @@ from torch.utils.data import ConcatDataset, Dataset
 import registry
 from framework.continual import metrics as cl_metrics
 from framework.continual.features import FeatureCache, extract_features
-from framework.continual.functional import herding
+from framework.continual.functional import distillation_loss, herding
 from framework.continual.scenario import IncrementalScenario
 from framework.core import ClasszooModule
 from framework.errors import ConfigError
@@ -104,7 +105,9 @@ class ContinualModule(ClasszooModule):
         self.total: list[list[int]] = []
         self.memory: dict[int, Tensor] = {}  # label -> indices into the training set, herding order
         self.step_seconds: list[float] = []  # wall time of each step: its training and step-end work (not the evaluation)
+        self.step_cpu_seconds: list[float] = []  # the same work in CPU seconds of this process (time.process_time)
         self._step_clock = time.perf_counter()
+        self._step_cpu_clock = time.process_time()
         self._new_optimizer = False
         self.feature_cache: FeatureCache | None = None
 
@@ -226,6 +229,7 @@ class ContinualModule(ClasszooModule):
             trainer.should_stop = True
             return
         self._step_clock = time.perf_counter()  # a resumed step's time counts from the resume
+        self._step_cpu_clock = time.process_time()
         if not self.started:
             self.started = True
             self._begin_step(0)
@@ -257,6 +261,7 @@ class ContinualModule(ClasszooModule):
             "memory": {int(c): ix.tolist() for c, ix in self.memory.items()},
             "frozen": self.feature_cache is not None,
             "step_seconds": self.step_seconds,
+            "step_cpu_seconds": self.step_cpu_seconds,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -266,6 +271,7 @@ class ContinualModule(ClasszooModule):
         self.started, self.done = state["started"], state["done"]
         self.correct, self.total = state["correct"], state["total"]
         self.step_seconds = state.get("step_seconds", [])
+        self.step_cpu_seconds = state.get("step_cpu_seconds", [])
         self.memory = {int(c): torch.tensor(ix, dtype=torch.long) for c, ix in state["memory"].items()}
         if state["frozen"]:
             self.freeze_backbone()  # before configure_optimizers: the saved optimizer holds only the trainable rest
@@ -279,6 +285,7 @@ class ContinualModule(ClasszooModule):
     def _begin_step(self, step: int) -> None:
         self.step, self.step_epoch = step, 0
         self._step_clock = time.perf_counter()
+        self._step_cpu_clock = time.process_time()
         start, end = self.scenario.step_range(step)
         self.reset_rows(start, end)
         self.on_step_start(step)
@@ -290,7 +297,7 @@ class ContinualModule(ClasszooModule):
         while not self.done and self.step_epoch >= self.step_epochs(self.step):
             self._sync_from_rank_zero()
             self.on_step_end(self.step)
-            self._record(self.step, time.perf_counter() - self._step_clock)
+            self._record(self.step, time.perf_counter() - self._step_clock, time.process_time() - self._step_cpu_clock)
             if self.step + 1 == self.scenario.num_steps:
                 self.done = True
                 self.trainer.should_stop = True
@@ -326,7 +333,7 @@ class ContinualModule(ClasszooModule):
         preds = [s[:, :num_seen].argmax(1).cpu() for s in scores]
         return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
 
-    def _record(self, step: int, seconds: float) -> None:
+    def _record(self, step: int, seconds: float, cpu_seconds: float | None = None) -> None:
         scenario = self.scenario
         indices = scenario.eval_indices(step)
         labels = scenario.labels(scenario.eval_split)[indices]
@@ -337,6 +344,8 @@ class ContinualModule(ClasszooModule):
         self.correct.append([int(hits[task == t].sum()) for t in range(steps)])
         self.total.append([int((task == t).sum()) for t in range(steps)])
         self.step_seconds.append(seconds)
+        if cpu_seconds is not None:
+            self.step_cpu_seconds.append(cpu_seconds)
         results = self.results()
         self._log_step(step, results["accuracy"][-1])
         rank_zero_info(
@@ -364,8 +373,14 @@ class ContinualModule(ClasszooModule):
 
     @rank_zero_only
     def _write_files(self, results: dict[str, Any], log_dir: str) -> None:
-        payload = {"method": type(self).__name__, "steps_done": len(self.correct), **results, "step_seconds": self.step_seconds,
-                   **self.method_metrics()}  # fmt: skip
+        payload = {
+            "method": type(self).__name__,
+            "steps_done": len(self.correct),
+            **results,
+            "step_seconds": self.step_seconds,
+            "step_cpu_seconds": self.step_cpu_seconds,
+            **self.method_metrics(),
+        }
         write_atomic(os.path.join(log_dir, "metrics.json"), json.dumps(cl_metrics.to_json(payload), indent=1))
         rows = cl_metrics.to_csv_rows(results)
         table = io.StringIO(newline="")
@@ -418,9 +433,54 @@ class ContinualModule(ClasszooModule):
         self.memory = {c: ix[:m] for c, ix in self.memory.items()}
         indices = self.scenario.train_indices(step)
         features, labels = self.train_features(indices)
+        start, end = self.scenario.step_range(step)
         for c in labels.unique().tolist():
+            if not start <= c < end:
+                continue  # a generalized step's samples of old classes (revisit): those keep their exemplars
             rows = torch.nonzero(labels == c).flatten()
             self.memory[c] = indices[rows[herding(features[rows], m)]]
+
+
+class DistillingModule(ContinualModule):
+    """A ContinualModule that keeps the previous step's model, frozen, for distillation (WA, iCaRL).
+
+    Args:
+        temperature: Distillation temperature T.
+        **kwargs: The arguments of :class:`ContinualModule`.
+    """
+
+    def __init__(self, temperature: float = 2.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.temperature = temperature
+        # The previous step's model, frozen; submodules so that checkpoints carry it.
+        self.old_backbone = copy.deepcopy(self.backbone).requires_grad_(False).eval()
+        self.old_head = copy.deepcopy(self.head).requires_grad_(False).eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if hasattr(self, "old_backbone"):
+            self.old_backbone.eval()
+            self.old_head.eval()
+        return self
+
+    def ce_and_kd(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Cross-entropy over the seen classes and KD (T = ``temperature``) on the old classes'
+        logits against the previous model (None at the base step); KD is logged as ``train/kd``."""
+        logits = self(x)[:, : self.seen]
+        ce = F.cross_entropy(logits, y)
+        if self.step == 0:
+            return ce, None
+        known = self.known
+        with torch.no_grad():
+            old_logits = self.old_head(self.old_backbone(x))[:, :known]
+        kd = distillation_loss(logits[:, :known], old_logits, self.temperature)
+        self.log("train/kd", kd)
+        return ce, kd
+
+    def keep_previous_model(self) -> None:
+        """The current model becomes the previous one (call at the end of a step)."""
+        self.old_backbone.load_state_dict(self.backbone.state_dict())
+        self.old_head.load_state_dict(self.head.state_dict())
 
 
 def _concat(datasets: list[Dataset]) -> Dataset:

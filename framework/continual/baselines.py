@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from framework.continual.base import ContinualModule
-from framework.continual.functional import class_means
+from framework.continual.functional import nme_scores, normalized_class_means
 from framework.continual.scenario import IncrementalScenario
 from registry import register
 
@@ -66,9 +65,8 @@ class NCM(ContinualModule):
         self.freeze_backbone()
         start, end = self.scenario.step_range(step)
         features, labels = self.train_features(self.scenario.train_indices(step))
-        means = class_means(F.normalize(features, dim=1), labels, range(start, end))
-        self.means[start:end] = F.normalize(means, dim=1).to(self.means)
+        self.means[start:end] = normalized_class_means(features, labels, range(start, end)).to(self.means)
         super().on_step_end(step)
 
     def classify_features(self, features: Tensor) -> Tensor:
-        return -torch.cdist(F.normalize(features, dim=1), self.means)
+        return nme_scores(features, self.means)

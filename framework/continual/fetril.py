@@ -23,6 +23,75 @@ from framework.errors import ConfigError
 from registry import register
 
 
+class TranslatedFeatures(InMemoryDataset):
+    """A step's FeTrIL training set, real features first, then each old class's pseudo-features,
+    computed only for the rows a batch asks for.
+
+    Row order and values are those of concatenating ``features`` and, for each old class c in
+    order, :func:`pseudo_features` of the new class nearest to c (same float operations, so
+    the same bits). Memory: the new classes' real features, the means, two integers per old
+    class and one batch, whatever the number of old classes (the materialised set is old
+    classes x samples x dim floats).
+
+    Args:
+        features: Real features of the step's new classes (N x D).
+        labels: Their labels (in ``start + 0 .. start + new - 1``).
+        new_means: Means of the new classes (new x D), row k for label ``start + k``.
+        old_means: Means of the old classes (start x D).
+        nearest: For each old class, the index (into ``new_means``) of its nearest new class.
+        start: The number of old classes (the first new label).
+    """
+
+    def __init__(self, features: Tensor, labels: Tensor, new_means: Tensor, old_means: Tensor, nearest: Tensor, start: int) -> None:
+        self.features, self.labels, self.new_means, self.old_means = features, labels, new_means, old_means
+        self.start, self.nearest, self.transform = start, nearest.long(), None
+        # The real rows of each new class, grouped by class (O(real rows)), and where each old
+        # class's block of pseudo rows begins (O(old classes)): nothing per pseudo row is stored.
+        local = labels - start
+        self.by_class = torch.argsort(local, stable=True)
+        counts = torch.bincount(local, minlength=len(new_means))
+        self.class_start = torch.cumsum(counts, 0) - counts
+        sizes = counts[self.nearest] if start else torch.zeros(0, dtype=torch.long)
+        self.block_end = len(labels) + torch.cumsum(sizes, 0)
+        self.total = int(self.block_end[-1]) if start else len(labels)
+
+    @property
+    def x(self) -> Tensor:  # the materialised set, only when asked (the SVM needs it)
+        return self.__getitems__(range(len(self)))[0]
+
+    @property
+    def y(self) -> Tensor:
+        return self.__getitems__(range(len(self)))[1] if len(self) else self.labels
+
+    def __len__(self) -> int:
+        return self.total
+
+    def _locate(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """The real row and the label (an old class for pseudo rows) of output rows ``idx``."""
+        real = idx < len(self.labels)
+        source, label = idx.clone(), torch.empty_like(idx)
+        source[real], label[real] = idx[real], self.labels[idx[real]]
+        if self.start and not bool(real.all()):
+            i = idx[~real]
+            c = torch.searchsorted(self.block_end, i, right=True)  # the old class of each pseudo row
+            block_start = torch.where(c > 0, self.block_end[(c - 1).clamp(min=0)], torch.full_like(c, len(self.labels)))
+            k = i - block_start  # position inside the block: the k-th real row of the nearest new class
+            n = self.nearest[c]
+            source[~real] = self.by_class[self.class_start[n] + k]
+            label[~real] = c
+        return source, label
+
+    def __getitems__(self, indices) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        source, label = self._locate(idx)
+        x = self.features.index_select(0, source)
+        pseudo = torch.nonzero(idx >= len(self.labels)).flatten()
+        if len(pseudo):
+            c = label[pseudo]
+            x[pseudo] = pseudo_features(x[pseudo], self.new_means[self.nearest[c]], self.old_means[c])
+        return x, label
+
+
 @register("model", "fetril")
 class FeTrIL(ContinualModule):
     """FeTrIL: train the extractor on the base step, freeze it, and learn later steps from features.
@@ -72,7 +141,7 @@ class FeTrIL(ContinualModule):
         self.svm_jobs = svm_jobs
         # Class means of real features, kept from the step that introduced each class.
         self.register_buffer("means", torch.zeros(self.num_classes, self.num_features))
-        self._step_features: tuple[Tensor, Tensor] | None = None
+        self._step_features: InMemoryDataset | None = None
 
     def step_epochs(self, step: int) -> int:
         if step == 0:
@@ -89,12 +158,7 @@ class FeTrIL(ContinualModule):
         self.means[start:end] = new_means.to(self.means)
         old_means = self.means[:start].cpu()
         nearest = nearest_new_class(old_means, new_means, self.distance)
-        xs, ys = [features], [labels]
-        for c in range(start):
-            n = int(nearest[c])
-            xs.append(pseudo_features(features[labels == start + n], new_means[n], old_means[c]))
-            ys.append(torch.full((int((labels == start + n).sum()),), c, dtype=torch.long))
-        self._step_features = (torch.cat(xs), torch.cat(ys))
+        self._step_features = TranslatedFeatures(features, labels, new_means, old_means, nearest, start)
 
     def reset_rows(self, start: int, end: int) -> None:
         if self.classifier == "linear":
@@ -105,7 +169,7 @@ class FeTrIL(ContinualModule):
             return super().train_data(scenario)
         if self._step_features is None:
             self.on_step_start(self.step)
-        return InMemoryDataset(*self._step_features)
+        return self._step_features  # pseudo-features made batch by batch: memory O(new data + batch)
 
     def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
         logits = self(x) if self.step == 0 else self.head(x)  # later steps train on features
@@ -116,9 +180,10 @@ class FeTrIL(ContinualModule):
             self.freeze_backbone()
             features, labels = self.train_features(self.scenario.train_indices(0))
             self.means[: self.seen] = class_means(features, labels, range(self.seen)).to(self.means)
-            self._step_features = (features, labels)
-        if self.classifier == "svm":
-            self.fit_svm(*self._step_features)
+            self._step_features = InMemoryDataset(features, labels)
+        if self.classifier == "svm":  # liblinear needs the whole design matrix: materialised here only
+            data = self._step_features
+            self.fit_svm(*data.__getitems__(range(len(data))))
         self._step_features = None  # rebuilt from the cache if ever needed again
         super().on_step_end(step)
 

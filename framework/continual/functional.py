@@ -24,6 +24,18 @@ def class_means(features: Tensor, labels: Tensor, classes: Tensor | range) -> Te
     return torch.stack(rows)
 
 
+def normalized_class_means(features: Tensor, labels: Tensor, classes: Tensor | range) -> Tensor:
+    """iCaRL's class prototypes: the mean of each class's L2-normalised features, normalised again
+    (PyCIL's ``_compute_means`` / NME; NCM uses them over all of a class's data)."""
+    return F.normalize(class_means(F.normalize(features, dim=1), labels, classes), dim=1)
+
+
+def nme_scores(features: Tensor, means: Tensor) -> Tensor:
+    """Nearest-mean-of-exemplars scores (iCaRL Alg. 1): minus the distance from each L2-normalised
+    feature to each prototype; the argmax is the nearest mean."""
+    return -torch.cdist(F.normalize(features, dim=1), means.to(features))
+
+
 def nearest_new_class(old_means: Tensor, new_means: Tensor, distance: str = "euclidean") -> Tensor:
     """For each old class, the index (into ``new_means``) of the closest new class (FeTrIL, Sec. 3.2).
 

@@ -230,6 +230,11 @@ class ClassIncremental(IncrementalScenario):
         class_order: Explicit class order (original labels); overrides ``seed``.
         seed: Seed of the class order (PyCIL: 1993); None keeps the natural order.
         eval_split: Split evaluated after each step ("test" or "val").
+        revisit: Generalized class-incremental setting (G-ACIL): the fraction of each class's
+            training samples that its own step does not get; they are spread evenly over the
+            later steps, so a step brings new classes and more data of classes already seen.
+            0 (default) is the ordinary setting. Classes of the last step keep all their data.
+        revisit_seed: Seed of which samples of a class are held back for later steps.
         batch_size: Training batch size (default: the wrapped DataModule's).
         eval_batch_size: Evaluation batch size (default: the wrapped DataModule's).
         num_workers: DataLoader workers (default: the wrapped DataModule's).
@@ -244,12 +249,52 @@ class ClassIncremental(IncrementalScenario):
         class_order: list[int] | None = None,
         seed: int | None = 1993,
         eval_split: str = "test",
+        revisit: float = 0.0,
+        revisit_seed: int = 0,
         batch_size: int | None = None,
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
     ) -> None:
         super().__init__(dataset, class_order, seed, eval_split, batch_size, eval_batch_size, num_workers)
         self.step_sizes = _step_sizes(self.num_classes, base_classes, increment, num_steps)
+        if not 0.0 <= revisit < 1.0:
+            raise ConfigError(f"revisit must be in [0, 1) (a class keeps some data for its own step), got {revisit}")
+        self.revisit, self.revisit_seed = float(revisit), revisit_seed
+        self._step_indices: list[Tensor] | None = None
+
+    def train_indices(self, step: int) -> Tensor:
+        """The step's training samples: its new classes' (all of them, or with ``revisit`` their
+        kept share) plus, with ``revisit``, a chunk of the held-back samples of every earlier class."""
+        if self.revisit == 0.0:
+            return super().train_indices(step)
+        if self._step_indices is None:
+            self._step_indices = self._generalized_steps()
+        return self._step_indices[step]
+
+    def _generalized_steps(self) -> list[Tensor]:
+        """Class c of step s with n samples (in a seeded order): the first n - floor(revisit n)
+        go to step s, the rest are cut into len(later steps) near-equal consecutive chunks
+        (``np.array_split``), chunk k going to step s + 1 + k."""
+        labels = self.labels("train")
+        rng = np.random.RandomState(self.revisit_seed)
+        steps: list[list[np.ndarray]] = [[] for _ in range(self.num_steps)]
+        for c in range(self.seen_classes(self.num_steps - 1)):
+            pool = torch.nonzero(labels == c).flatten().numpy()
+            pool = pool[rng.permutation(len(pool))]
+            first = int(self.class_step()[c])
+            later = self.num_steps - 1 - first
+            held = int(np.floor(self.revisit * len(pool))) if later else 0
+            steps[first].append(pool[: len(pool) - held])
+            for k, chunk in enumerate(np.array_split(pool[len(pool) - held :], later) if held else []):
+                steps[first + 1 + k].append(chunk)
+        return [torch.from_numpy(np.sort(np.concatenate(parts))).long() for parts in steps]
+
+    def describe(self) -> dict:
+        out = super().describe()
+        if self.revisit:
+            out["revisit"], out["revisit_seed"] = self.revisit, self.revisit_seed
+            out["step_samples"] = [int(len(self.train_indices(s))) for s in range(self.num_steps)]
+        return out
 
 
 def _step_sizes(num_classes: int, base: int, increment: int | Sequence[int], num_steps: int | None) -> list[int]:

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from framework.data.transforms import build_augmentation
+
 
 class InMemoryDataset(Dataset):
     """Tensors ``x`` (N, ...) and ``y`` (N,) served a whole batch at a time.
@@ -134,6 +136,54 @@ class ClasszooDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_dataset, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split (``lightning predict`` on a classifier scores the held-out images)."""
+        if self.test_dataset is None:
+            self.setup("predict")
+        return self._loader(self.test_dataset, train=False)
+
+
+class ImageDataModule(ClasszooDataModule):
+    """Base of the image DataModules: the batched training augmentations every one of them takes.
+
+    ``self.augmentation`` (None when every option is off) is the pipeline of
+    :func:`framework.data.transforms.build_augmentation`; a subclass hands it to its training
+    dataset only (``InMemoryDataset(x, y, transform=self.augmentation)``) and forwards the
+    keyword arguments it does not define itself (``**kwargs``) here, so a new option reaches
+    every DataModule, and the YAML schema lists them all.
+
+    Args:
+        crop_padding: Random crop after padding every side by this many pixels (constant -1,
+            black; torchvision's ``RandomCrop(size, padding=p)``); 0: off.
+        horizontal_flip: Mirror each training image left-right with probability 0.5.
+        brightness: Brightness jitter strength b (torchvision's ``ColorJitter(brightness=b)``:
+            each image scaled by a factor uniform in [max(0, 1 - b), 1 + b]); PyCIL's CIFAR
+            training uses 63/255 = 0.247. 0: off.
+        autoaugment: AutoAugment policy (``cifar10``, ``imagenet``, ``svhn``: torchvision's
+            ``AutoAugment`` drawn per sample, grey 128 fill); None: off.
+        cutout: Side of the Cutout square painted black (PyCIL / TEEN on CIFAR: 16); 0: off.
+        cutout_holes: Cutout squares per image.
+        batch_size: Training batch size.
+        eval_batch_size: Evaluation batch size (default: batch_size).
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        *,
+        crop_padding: int = 0,
+        horizontal_flip: bool = False,
+        brightness: float = 0.0,
+        autoaugment: str | None = None,
+        cutout: int = 0,
+        cutout_holes: int = 1,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
+        self.augmentation = build_augmentation(crop_padding, horizontal_flip, brightness, autoaugment, cutout, cutout_holes)
 
 
 def _dataset_targets(dataset: Dataset) -> Tensor:

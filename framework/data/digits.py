@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from framework.data.base import ClasszooDataModule, InMemoryDataset, stratified_split
+from framework.data.base import ImageDataModule, InMemoryDataset, stratified_split
 from framework.errors import ConfigError
 from registry import register
 
@@ -23,17 +23,19 @@ def load_digits_tensors(image_size: int = 8) -> tuple[torch.Tensor, torch.Tensor
 
 
 @register("data", "digits")
-class DigitsDataModule(ClasszooDataModule):
+class DigitsDataModule(ImageDataModule):
     """scikit-learn's 8x8 digits (1,797 images, 10 classes) in memory, stratified seeded split.
+
+    At ``image_size`` 32 the digits fit the CIFAR nets (``cifar_resnet20/32``); no
+    augmentation by default (the options of :class:`~framework.data.base.ImageDataModule`:
+    ``crop_padding``, ``horizontal_flip``, ``brightness``, ``autoaugment``, ``cutout``).
 
     Args:
         image_size: 8 (native), 16 or 32 (bilinear resize, for nets that need larger inputs).
         val_fraction: Fraction of each class held out for validation.
         test_fraction: Fraction of each class held out for testing.
         split_seed: Seed of the stratified split (independent of the training seed).
-        batch_size: Training batch size.
-        eval_batch_size: Evaluation batch size (default: batch_size).
-        num_workers: DataLoader workers (0: the data is already in memory).
+        **kwargs: Augmentation and loader options (batch_size, ...) of ImageDataModule.
     """
 
     def __init__(
@@ -42,11 +44,9 @@ class DigitsDataModule(ClasszooDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        **kwargs,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
+        super().__init__(**kwargs)
         if image_size not in (8, 16, 32):
             raise ConfigError(f"digits image_size must be 8, 16 or 32, got {image_size}")
         if not (0 <= val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -63,6 +63,6 @@ class DigitsDataModule(ClasszooDataModule):
             return
         x, y = load_digits_tensors(self.image_size)
         train, val, test = stratified_split(y, self.fractions, self.split_seed)
-        self.train_dataset = InMemoryDataset(x[train], y[train])
+        self.train_dataset = InMemoryDataset(x[train], y[train], transform=self.augmentation)
         self.val_dataset = InMemoryDataset(x[val], y[val])
         self.test_dataset = InMemoryDataset(x[test], y[test])

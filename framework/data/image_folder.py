@@ -10,8 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from framework.data.base import ClasszooDataModule, InMemoryDataset, stratified_split
-from framework.data.transforms import build_augmentation
+from framework.data.base import ImageDataModule, InMemoryDataset, stratified_split
 from framework.data.vision import uint8_to_unit_range
 from framework.errors import ConfigError, DataNotFoundError
 from registry import register
@@ -62,7 +61,7 @@ class ImageFiles(Dataset):
 
 
 @register("data", "image_folder", aliases=("imagefolder",))
-class ImageFolderDataModule(ClasszooDataModule):
+class ImageFolderDataModule(ImageDataModule):
     """Labelled images in folders: ``root/train/<class>/*.png`` plus ``root/val`` and/or ``root/test``.
 
     Without a ``train`` folder, ``root/<class>/...`` is the training set. A split without its
@@ -87,11 +86,10 @@ class ImageFolderDataModule(ClasszooDataModule):
         split_seed: Seed of the carved splits.
         in_memory: Keep the decoded images in memory (None: when they fit ``max_memory_mb``).
         max_memory_mb: Size limit of the automatic in-memory choice.
-        crop_padding: Random-crop padding of training images (0: no crop).
-        horizontal_flip: Random horizontal flips of training images.
-        batch_size: Training batch size.
-        eval_batch_size: Evaluation batch size (default: batch_size).
-        num_workers: Worker processes decoding images.
+        **kwargs: Training augmentations (``crop_padding``, ``horizontal_flip``, ``brightness``,
+            ``autoaugment``, ``cutout``, ``cutout_holes``) and loader options (``batch_size``,
+            ``eval_batch_size``, ``num_workers``: here the processes decoding images) of
+            :class:`~framework.data.base.ImageDataModule`.
     """
 
     def __init__(
@@ -104,13 +102,9 @@ class ImageFolderDataModule(ClasszooDataModule):
         split_seed: int = 0,
         in_memory: bool | None = None,
         max_memory_mb: int = 2048,
-        crop_padding: int = 0,
-        horizontal_flip: bool = False,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        **kwargs,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
+        super().__init__(**kwargs)
         if channels not in _MODES:
             raise ConfigError(f"image_folder channels must be 1 or 3, got {channels}")
         if image_size < 1:
@@ -134,7 +128,6 @@ class ImageFolderDataModule(ClasszooDataModule):
         self.image_size, self.channels = image_size, channels
         self.split_seed = split_seed
         self.in_memory, self.max_memory_mb = in_memory, max_memory_mb
-        self.augmentation = build_augmentation(crop_padding, horizontal_flip)
         self.class_names = _classes(self.train_dir)
         self.num_classes = len(self.class_names)
         self.data_shape = (channels, image_size, image_size)

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from framework.data.base import ClasszooDataModule, InMemoryDataset, stratified_split
-from framework.data.transforms import build_augmentation
+from framework.data.base import ImageDataModule, InMemoryDataset, stratified_split
 from framework.errors import ConfigError, DataNotFoundError
 from registry import register
 
@@ -50,7 +49,7 @@ def resize_images(x: Tensor, size: int, chunk: int = 4096) -> Tensor:
     return torch.cat(parts).clamp_(-1.0, 1.0)
 
 
-class TorchvisionDataModule(ClasszooDataModule):
+class TorchvisionDataModule(ImageDataModule):
     """Base of the DataModules over a ``torchvision.datasets`` class (not registered itself).
 
     Subclasses set ``dataset_name`` (the torchvision class), ``folder`` (where torchvision
@@ -64,11 +63,9 @@ class TorchvisionDataModule(ClasszooDataModule):
         val_size: Training images held out for validation (stratified by class, seeded by
             ``split_seed``); 0 validates on the test set.
         split_seed: Seed of the validation split.
-        crop_padding: Random-crop padding of training images (0: no crop).
-        horizontal_flip: Random horizontal flips of training images.
-        batch_size: Training batch size.
-        eval_batch_size: Evaluation batch size (default: batch_size).
-        num_workers: DataLoader workers (0: the data is already in memory).
+        **kwargs: Training augmentations (``crop_padding``, ``horizontal_flip``, ``brightness``,
+            ``autoaugment``, ``cutout``, ``cutout_holes``) and loader options (``batch_size``,
+            ``eval_batch_size``, ``num_workers``) of :class:`~framework.data.base.ImageDataModule`.
     """
 
     dataset_name: str
@@ -84,13 +81,9 @@ class TorchvisionDataModule(ClasszooDataModule):
         image_size: int | None = None,
         val_size: int = 5000,
         split_seed: int = 0,
-        crop_padding: int = 0,
-        horizontal_flip: bool = False,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        **kwargs,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
+        super().__init__(**kwargs)
         image_size = image_size or self.native_size
         if image_size < 4:
             raise ConfigError(f"{self.registry_name} image_size must be >= 4, got {image_size}")
@@ -101,7 +94,6 @@ class TorchvisionDataModule(ClasszooDataModule):
         self.image_size = image_size
         self.val_size = val_size
         self.split_seed = split_seed
-        self.augmentation = build_augmentation(crop_padding, horizontal_flip)
         self.data_shape = (self.channels, image_size, image_size)
         # Known before the files are read (the CLI builds the model first); setup() takes the
         # names from the dataset's own metadata.
@@ -179,31 +171,13 @@ class _MNISTFamily(TorchvisionDataModule):
     channels = 1
     num_classes = 10
 
-    def __init__(
-        self,
-        root: str = "data",
-        download: bool = False,
-        image_size: int | None = None,
-        val_size: int = 5000,
-        split_seed: int = 0,
-        crop_padding: int = 0,
-        horizontal_flip: bool = False,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-    ) -> None:
-        super().__init__(
-            root, download, image_size, val_size, split_seed, crop_padding, horizontal_flip,
-            batch_size, eval_batch_size, num_workers,
-        )  # fmt: skip
-
 
 @register("data", "mnist")
 class MNISTDataModule(_MNISTFamily):
     """MNIST (60k/10k 28x28 grey digits) from torchvision's files in ``root/MNIST/raw``, in memory.
 
     ``image_size: 32`` resizes to 32 px (bilinear) for nets built for 32 px inputs. No
-    augmentation by default (``crop_padding``, ``horizontal_flip`` turn them on).
+    augmentation by default (``crop_padding``, ``horizontal_flip``, ... turn them on).
     See :class:`TorchvisionDataModule` for the arguments.
     """
 
@@ -237,6 +211,20 @@ CIFAR100_CLASSES = tuple(
 
 
 class _CIFARFamily(TorchvisionDataModule):
+    """The CIFAR sets: the standard augmentation (random crop with 4 px padding, flip) on by default.
+
+    Args:
+        root: Directory that holds the dataset in torchvision's layout.
+        download: Fetch the dataset into ``root`` when it is not there.
+        image_size: Side of the images (default 32).
+        val_size: Training images held out for validation; 0 validates on the test set.
+        split_seed: Seed of the validation split.
+        crop_padding: Random-crop padding of training images (0: no crop).
+        horizontal_flip: Random horizontal flips of training images.
+        **kwargs: The other augmentation and loader options of
+            :class:`~framework.data.base.ImageDataModule`.
+    """
+
     native_size = 32
     channels = 3
 
@@ -249,13 +237,11 @@ class _CIFARFamily(TorchvisionDataModule):
         split_seed: int = 0,
         crop_padding: int = 4,
         horizontal_flip: bool = True,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        **kwargs,
     ) -> None:
         super().__init__(
-            root, download, image_size, val_size, split_seed, crop_padding, horizontal_flip,
-            batch_size, eval_batch_size, num_workers,
+            root, download, image_size, val_size, split_seed, crop_padding=crop_padding,
+            horizontal_flip=horizontal_flip, **kwargs,
         )  # fmt: skip
 
 

@@ -54,6 +54,8 @@ class DiTBlock(nn.Module):
 class DiT(nn.Module):
     """Diffusion Transformer: patchify, transformer blocks with adaLN-Zero, linear un-patchify.
 
+    The blocks are its FSDP units (``fsdp_units``, :mod:`framework.parallel`).
+
     Args:
         data_shape: (C, H, W) of the images; H and W divisible by ``patch_size``.
         num_classes: Number of classes (0: unconditional); label ``num_classes`` is "no label".
@@ -65,6 +67,8 @@ class DiT(nn.Module):
         augment_dim: Width of EDM's augment labels (0: none), mapped onto the noise features;
             set by the ``diffusion`` model from its augmentation pipeline.
     """
+
+    fsdp_units = (DiTBlock,)  # framework.parallel: one FSDP unit per block
 
     def __init__(
         self,

@@ -210,6 +210,8 @@ class SongUNet(nn.Module):
             ``diffusion`` model from its augmentation pipeline.
     """
 
+    fsdp_units = (SongBlock,)  # framework.parallel: one FSDP unit per block
+
     def __init__(
         self,
         data_shape: Sequence[int] = (1, 8, 8),

@@ -87,6 +87,8 @@ class UNet(nn.Module):
             ``diffusion`` model from its augmentation pipeline.
     """
 
+    fsdp_units = (ResBlock, AttentionBlock)  # framework.parallel: one FSDP unit per block
+
     def __init__(
         self,
         data_shape: Sequence[int] = (1, 8, 8),

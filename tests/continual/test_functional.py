@@ -58,15 +58,22 @@ def test_teen_calibration_matches_the_formula_row_by_row():
     torch.manual_seed(1)
     new, base = torch.randn(2, 5), torch.randn(4, 5)
     out = CF.calibrate_prototypes(new, base, tau=16.0, alpha=0.3)
+    # tau 2: softmax weights far from one-hot, so every base prototype counts in the alpha = 1 case
+    pure = CF.calibrate_prototypes(new, base, tau=2.0, alpha=1.0)
     for c in range(2):
         p = new[c] / new[c].norm()
         units = [b / b.norm() for b in base]
-        logits = torch.tensor([16.0 * float(p @ u) for u in units])
-        w = torch.exp(logits - logits.max()) / torch.exp(logits - logits.max()).sum()
-        delta = sum(w[i] * units[i] for i in range(4))
-        delta = delta / delta.norm()
-        assert torch.allclose(out[c], 0.7 * p + 0.3 * delta, atol=1e-6)
-    # alpha = 0 leaves the normalised prototype; alpha = 1 gives the pure base mixture.
+        deltas = {}
+        for tau in (16.0, 2.0):
+            logits = torch.tensor([tau * float(p @ u) for u in units])
+            w = torch.exp(logits - logits.max()) / torch.exp(logits - logits.max()).sum()
+            delta = sum(w[i] * units[i] for i in range(4))
+            deltas[tau] = delta / delta.norm()
+        assert torch.allclose(out[c], 0.7 * p + 0.3 * deltas[16.0], atol=1e-6)
+        # alpha = 1: the normalised softmax-weighted sum of the unit base prototypes, nothing of p itself
+        assert torch.allclose(pure[c], deltas[2.0], atol=1e-6)
+        assert not torch.allclose(pure[c], p, atol=1e-2)
+    # alpha = 0 leaves the normalised prototype.
     assert torch.allclose(CF.calibrate_prototypes(new, base, alpha=0.0), new / new.norm(dim=1, keepdim=True))
 
 
@@ -103,3 +110,48 @@ def test_class_means_rows_follow_the_requested_classes():
     assert torch.equal(CF.class_means(f, y, [0, 1]), torch.tensor([[4.0, 0.0], [1.0, 1.0]]))
     with pytest.raises(ConfigError):
         CF.class_means(f, y, [2])
+
+
+def test_nme_on_fixed_features_matches_a_hand_computation():
+    from framework.continual.functional import nme_scores, normalized_class_means
+
+    # class 0: (3, 4) and (0, 2) -> unit (0.6, 0.8) and (0, 1) -> mean (0.3, 0.9) -> / sqrt(0.9)
+    # class 1: (2, 0) and (1, -1) -> unit (1, 0) and (0.7071, -0.7071) -> mean (0.85355, -0.35355)
+    features = torch.tensor([[3.0, 4.0], [0.0, 2.0], [2.0, 0.0], [1.0, -1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    means = normalized_class_means(features, labels, range(2))
+    m0 = torch.tensor([0.3, 0.9]) / 0.9**0.5
+    m1 = torch.tensor([0.853553, -0.353553]) / (0.853553**2 + 0.353553**2) ** 0.5
+    assert torch.allclose(means, torch.stack([m0, m1]), atol=1e-5)
+    # query (1, 1): unit (0.7071, 0.7071); distance to m0 = sqrt(2 - 2 * 0.7071 * (0.3162 + 0.9487)) = 0.4595...
+    # to m1 = sqrt(2 - 2 * 0.7071 * (0.9239 - 0.3827)) = 1.1111...: class 0 (scores are minus the distances)
+    scores = nme_scores(torch.tensor([[1.0, 1.0], [5.0, -1.0]]), means)
+    assert torch.allclose(scores[0], -torch.tensor([0.45951, 1.11114]), atol=1e-4)
+    assert scores.argmax(1).tolist() == [0, 1]
+
+
+def test_fetril_pseudo_features_per_batch_are_the_materialised_set_bit_for_bit():
+    from framework.continual.fetril import TranslatedFeatures
+    from framework.continual.functional import class_means, nearest_new_class, pseudo_features
+
+    g = torch.Generator().manual_seed(0)
+    start, new, dim = 7, 3, 6
+    counts = torch.tensor([4, 7, 4])  # uneven classes, shuffled rows
+    labels = torch.arange(start, start + new).repeat_interleave(counts)[torch.randperm(int(counts.sum()), generator=g)]
+    features = torch.randn(len(labels), dim, generator=g) + labels[:, None].float()
+    new_means = class_means(features, labels, range(start, start + new))
+    old_means = torch.randn(start, dim, generator=g) * 3
+    nearest = nearest_new_class(old_means, new_means)
+    # the materialised set as FeTrIL built it before (real rows, then each old class in order)
+    xs, ys = [features], [labels]
+    for c in range(start):
+        n = int(nearest[c])
+        xs.append(pseudo_features(features[labels == start + n], new_means[n], old_means[c]))
+        ys.append(torch.full((int((labels == start + n).sum()),), c))
+    x_all, y_all = torch.cat(xs), torch.cat(ys)
+    data = TranslatedFeatures(features, labels, new_means, old_means, nearest, start)
+    assert len(data) == len(x_all) == len(labels) + int(counts[nearest].sum()) and torch.equal(data.y, y_all)
+    order = torch.randperm(len(data), generator=g)
+    for batch in order.split(4):  # any batch, any order: the same rows, bit for bit
+        x, y = data.__getitems__(batch.tolist())
+        assert torch.equal(x, x_all[batch]) and torch.equal(y, y_all[batch])

@@ -43,7 +43,7 @@ def run(name, data, root, callbacks=(), ckpt_path=None, **kwargs):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("continual")
     out = {}
-    for name, kw in [("finetune", {}), ("joint", {}), ("fetril", {}), ("wa", {"memory_size": 80})]:
+    for name, kw in [("finetune", {}), ("joint", {}), ("fetril", {}), ("wa", {"memory_size": 80}), ("icarl", {"memory_size": 80})]:
         out[name] = run(name, cil(), root / name, **kw)
     for name, kw in [("finetune", {}), ("joint", {}), ("teen", {"alpha": 0.5})]:
         out["fs_" + name] = run(name, fscil(), root / ("fs_" + name), **kw)
@@ -57,7 +57,7 @@ def aia(model):
 
 def test_ordering_finetune_below_methods_below_joint(runs):
     """The issue's seeded check: finetune < each of fetril, wa, teen <= joint (AIA)."""
-    for method in ("fetril", "wa"):
+    for method in ("fetril", "wa", "icarl"):
         assert aia(runs["finetune"][0]) < aia(runs[method][0]) <= aia(runs["joint"][0]), method
     assert aia(runs["fs_finetune"][0]) < aia(runs["fs_teen"][0]) <= aia(runs["fs_joint"][0])
     assert aia(runs["finetune"][0]) < aia(runs["ncm"][0])
@@ -92,6 +92,27 @@ def test_wa_clips_aligns_and_keeps_a_herding_memory(runs):
     assert bool((model.head.weight >= 0).all())
     assert sorted(model.memory) == list(range(10)) and all(len(ix) == 8 for ix in model.memory.values())
     # the old model is the final one (snapshot after aligning)
+    assert torch.equal(model.old_head.weight, model.head.weight)
+
+
+def test_icarl_classifies_by_exemplar_means_and_reports_the_cnn_beside(runs):
+    import torch.nn.functional as F
+
+    model, trainer = runs["icarl"]
+    data = trainer.datamodule
+    assert sorted(model.memory) == list(range(10)) and all(len(ix) == 8 for ix in model.memory.values())
+    for c in (0, 9):  # prototype = normalised mean of the exemplars' normalised features
+        feats, _ = model.features_of("train", model.memory[c])
+        mean = F.normalize(feats, dim=1).mean(0)
+        assert torch.allclose(model.means[c], mean / mean.norm(), atol=1e-5)
+    with open(os.path.join(trainer.default_root_dir, "metrics.json")) as f:
+        saved = json.load(f)
+    assert len(saved["cnn_accuracy"]) == 4 and all(0 <= a <= 100 for a in saved["cnn_accuracy"])
+    assert saved["cnn_average_incremental_accuracy"] == pytest.approx(sum(saved["cnn_accuracy"]) / 4)
+    # the reported accuracy is the NME's: recompute the last step's from the prototypes
+    feats, labels = model.features_of("test", data.eval_indices(3))
+    nme = (-torch.cdist(F.normalize(feats, dim=1), model.means)).argmax(1)
+    assert saved["accuracy"][-1] == pytest.approx(100 * (nme == labels).float().mean().item(), abs=1e-4)
     assert torch.equal(model.old_head.weight, model.head.weight)
 
 

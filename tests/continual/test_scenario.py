@@ -149,3 +149,38 @@ def test_few_shot_index_files_with_image_paths(tmp_path):
     (tmp_path / "session_2.txt").write_text("CUB/images/009/missing.jpg\n")
     with pytest.raises(ConfigError, match="missing.jpg"):
         FewShotIncremental(data, base_classes=1, ways=1, shots=1, index_dir=str(tmp_path)).setup("fit")
+
+
+@pytest.mark.parametrize("revisit", [0.3, 0.75])
+def test_generalized_steps_hold_exactly_the_documented_samples(revisit):
+    # Class c first seen at step s with n samples: n - floor(revisit n) at step s, the rest in
+    # near-equal chunks over the later steps (the first held % later chunks one larger); the
+    # classes of the last step keep everything; nothing before step s; every sample once.
+    per_class = 13
+    s = ClassIncremental(Toy(10, per_class), base_classes=4, increment=2, revisit=revisit, revisit_seed=3)
+    s.setup("fit")
+    labels = s.labels("train")
+    steps = [s.train_indices(t) for t in range(s.num_steps)]
+    seen = torch.cat(steps)
+    assert len(seen) == len(set(seen.tolist())) == 10 * per_class  # a partition of the training set
+    for c in range(10):
+        first = c // 2 - 1 if c >= 4 else 0  # base 4 classes, then pairs
+        later = s.num_steps - 1 - first
+        held = int(revisit * per_class) if later else 0
+        expected = [0] * first + [per_class - held] + [held // later + (k < held % later) for k in range(later)]
+        counts = [int((labels[ix] == c).sum()) for ix in steps]
+        assert counts == expected, (c, counts, expected)
+    # new classes of each step are the usual contiguous range; old classes may come back
+    for t, ix in enumerate(steps):
+        start, end = s.step_range(t)
+        assert labels[ix].max() < end and set(range(start, end)) <= set(labels[ix].tolist())
+    assert s.describe()["step_samples"] == [len(ix) for ix in steps]
+    # revisit 0 is the ordinary scenario, sample for sample
+    plain = ClassIncremental(Toy(10, per_class), base_classes=4, increment=2)
+    plain.setup("fit")
+    assert torch.equal(plain.train_indices(1), torch.nonzero((labels >= 4) & (labels < 6)).flatten())
+
+
+def test_revisit_out_of_range_is_a_config_error():
+    with pytest.raises(ConfigError, match="revisit"):
+        ClassIncremental(Toy(), base_classes=4, increment=2, revisit=1.0)

@@ -170,17 +170,30 @@ def test_ema_weights_are_validated_and_checkpointed(tmp_path):
             seen.append(self.net.head[2].weight.detach().clone())
             return super().validation_step(batch, batch_idx)
 
+    class LiveWeights(L.Callback):  # the trained weights after every optimizer step
+        weights = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.weights.append(pl_module.net.head[2].weight.detach().clone())
+
     torch.manual_seed(0)
     model = Probe(num_classes=3, data_shape=(1, 8, 8), net_args=TINY_UNET)
     data = TensorDataset(torch.rand(32, 1, 8, 8) * 2 - 1, torch.randint(0, 3, (32,)))
-    ema = EMAWeightAveraging(decay=0.5)
+    ema, live = EMAWeightAveraging(decay=0.5), LiveWeights()
     trainer = L.Trainer(
-        max_steps=4, callbacks=[ema], logger=False, enable_progress_bar=False, enable_model_summary=False,
+        max_steps=4, callbacks=[ema, live], logger=False, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=tmp_path, limit_val_batches=1, val_check_interval=4, accelerator="cpu", devices=1,
     )
     trainer.fit(model, DataLoader(data, batch_size=8), DataLoader(data, batch_size=8))
     # After fit the model holds the average (on_train_end); validation saw the same weights.
     averaged = ema._average_model.module.net.head[2].weight
+    # It is the 0.5-average of the trained weights (the first update copies), not the initial or the last ones.
+    expected = live.weights[0]
+    for w in live.weights[1:]:
+        expected = 0.5 * expected + 0.5 * w
+    assert len(live.weights) == 4
+    torch.testing.assert_close(averaged, expected)
+    assert not torch.allclose(averaged, live.weights[-1], atol=1e-6)
     torch.testing.assert_close(seen[-1], averaged)
     torch.testing.assert_close(model.net.head[2].weight, averaged)
     path = tmp_path / "last.ckpt"

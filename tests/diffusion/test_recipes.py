@@ -109,3 +109,16 @@ def test_edm_recipe_follows_edm_train_py():
             worst = max(worst, abs(opt.param_groups[0]["lr"] - adam["lr"] * min(k * batch / 1e7, 1)))
             scheduler.step()
     assert worst < 1.5e-5 * adam["lr"]
+
+
+def test_vp_recipe_samples_as_score_sde_vp_config():
+    """score_sde configs/vp/cifar10_ddpmpp_continuous.py: predictor euler_maruyama, corrector none,
+    N = 1000 (default_cifar10_configs' model.num_scales), noise_removal (our samplers' final denoise)."""
+    with open(os.path.join(RECIPES, "diffusion_cifar10_vp.yaml")) as f:
+        model = yaml.safe_load(f)["model"]["init_args"]
+    assert model["formulation"] == "vp" and model["formulation_args"] == {"beta_min": 0.1, "beta_max": 20.0}
+    assert model["sampler"] == "euler_maruyama" and model["steps"] == 1000
+    assert "snr" not in (model.get("sampler_args") or {})  # no Langevin corrector
+    built = Diffusion(num_classes=10, data_shape=(1, 8, 8), net_args={"channels": 8, "channel_mult": (1,), "num_res_blocks": 1,
+                      "attn_resolutions": ()}, sampler=model["sampler"], steps=model["steps"])
+    assert built.sample_defaults["sampler"] == "euler_maruyama"

@@ -246,3 +246,21 @@ def test_guidance_classifier_checkpoint_in_flow_time(tmp_path):
     assert not torch.allclose(guided, plain)
     with pytest.raises(ConfigError, match="straight path"):
         FlowMatching(3, (2,), net="resmlp", path="vp_path", guidance_classifier=str(path))
+    # Exact only for the independent coupling: OT couplings warn, in Python and in the log.
+    import logging
+    import warnings
+
+    for coupled in ("ot_cfm", "class_ot_cfm"):
+        with pytest.warns(UserWarning, match=f"path '{coupled}' is approximate"):
+            FlowMatching(3, (2,), net="resmlp", path=coupled, guidance_classifier=str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the independent coupling does not warn
+        FlowMatching(3, (2,), net="resmlp", path="cfm", guidance_classifier=str(path))
+
+
+def test_inexact_classifier_guidance_is_logged(caplog):
+    from framework.generative.flow.model import warn_inexact_classifier_guidance
+
+    with caplog.at_level("WARNING", logger="framework.generative.flow.model"), pytest.warns(UserWarning):
+        warn_inexact_classifier_guidance("ot_cfm")
+    assert any("independent coupling" in r.getMessage() for r in caplog.records)

@@ -84,6 +84,40 @@ def test_exact_ot_without_resampling_is_a_permutation_that_lowers_the_cost():
     assert ((s.x1 - s.x0) ** 2).sum() < ((x1 - x0) ** 2).sum()
 
 
+def test_sinkhorn_plan_without_resampling_pairs_by_a_permutation():
+    """A dense entropic plan whose column argmax repeats a source: the pairing is still a permutation,
+    the one keeping most of the plan's mass (checked against all 5! permutations)."""
+    import itertools
+
+    from framework.generative.flow.paths import plan_permutation
+
+    plan = np.array([[0.9, 0.8, 0.1, 0.0, 0.2],
+                     [0.1, 0.7, 0.0, 0.3, 0.1],
+                     [0.0, 0.1, 0.6, 0.5, 0.0],
+                     [0.2, 0.0, 0.2, 0.1, 0.4],
+                     [0.1, 0.3, 0.3, 0.0, 0.3]])
+    assert len(set(plan.argmax(0).tolist())) < 5  # argmax(0) gives source 0 to targets 0 and 1
+    src = plan_permutation(plan)
+    assert sorted(src.tolist()) == list(range(5))
+    best = max(itertools.permutations(range(5)), key=lambda p: sum(plan[p[j], j] for j in range(5)))
+    assert sum(plan[src[j], j] for j in range(5)) == pytest.approx(sum(plan[best[j], j] for j in range(5)))
+    # An exact plan (a permutation matrix / n) keeps its own permutation.
+    perm = np.random.default_rng(0).permutation(6)
+    exact = np.zeros((6, 6))
+    exact[perm, np.arange(6)] = 1 / 6
+    assert plan_permutation(exact).tolist() == perm.tolist()
+
+
+@pytest.mark.parametrize("within_class", [False, True])
+def test_sb_sinkhorn_without_resampling_uses_every_source_once(within_class):
+    x0, x1, t, _ = _batch(5, n=48, shape=(2,))
+    y = torch.arange(48) % 3
+    path = build_path("sb_cfm", sigma=1.0, ot_method="sinkhorn", resample=False, within_class=within_class)
+    a, b, labels = path.couple(x0, x1, y)
+    assert torch.equal(b, x1) and torch.equal(labels, y)
+    assert sorted(map(tuple, a.tolist())) == sorted(map(tuple, x0.tolist()))  # a permutation of the source
+
+
 @pytest.mark.parametrize("resample", [False, True])
 def test_class_ot_keeps_labels_with_their_samples(resample):
     x0, _, t, _ = _batch(4, n=60, shape=(2,))

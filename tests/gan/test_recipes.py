@@ -14,15 +14,27 @@ FAST = ["--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false", "--tr
 sys.path.insert(0, str(ROOT / "tests" / "data"))
 
 
-@pytest.mark.parametrize("recipe", ["adcgan_digits.yaml", "acgan_digits.yaml", "tacgan_digits.yaml", "pdgan_digits.yaml"])
+# Every GAN recipe is picked up by its name: *gan_digits.yaml and *gan_cifar10 / *gan_cifar100.yaml.
+DIGITS_RECIPES = sorted(p.name for p in RECIPES.glob("*gan_digits.yaml"))
+CIFAR_RECIPES = sorted(p.name for p in RECIPES.glob("*gan_cifar*.yaml"))
+
+
+def test_every_gan_family_has_its_recipes():
+    for name in ("adcgan", "acgan", "tacgan", "pdgan"):
+        assert {f"{name}_digits.yaml"} <= set(DIGITS_RECIPES)
+        assert {f"{name}_cifar10.yaml", f"{name}_cifar100.yaml"} <= set(CIFAR_RECIPES)
+
+
+@pytest.mark.parametrize("recipe", DIGITS_RECIPES)
 def test_digits_recipe_runs_one_step(recipe, in_tmp):
     assert main(["fit", "--config", str(RECIPES / recipe), *FAST]) == 0
 
 
-@pytest.mark.parametrize("recipe, writer", [("adcgan_cifar10.yaml", "write_cifar10"), ("adcgan_cifar100.yaml", "write_cifar100")])
-def test_cifar_recipe_runs_one_step_shrunk(recipe, writer, in_tmp, monkeypatch):
+@pytest.mark.parametrize("recipe", CIFAR_RECIPES)
+def test_cifar_recipe_runs_one_step_shrunk(recipe, in_tmp, monkeypatch):
     import _fake_datasets
 
+    writer = "write_cifar100" if "cifar100" in recipe else "write_cifar10"
     getattr(_fake_datasets, writer)(in_tmp / "data", monkeypatch)
     small = [
         '--model.init_args.generator_args={"channels": 2, "latent_dim": 8, "spectral_norm": true, "init": "N02"}',
@@ -39,7 +51,9 @@ def test_sample_command_writes_ema_samples(in_tmp):
              "--trainer.check_val_every_n_epoch=1", "--trainer.enable_progress_bar=false",
              "--trainer.enable_model_summary=false", "--trainer.default_root_dir=run"]
     assert main(["fit", "--config", str(RECIPES / "adcgan_digits.yaml"), *steps]) == 0
-    ckpt = in_tmp / "outputs" / "adcgan_digits" / "adcgan_digits.ckpt"  # the recipe's ModelCheckpoint
+    # The recipe's ModelCheckpoint writes under --trainer.default_root_dir (Lightning's convention).
+    ckpt = in_tmp / "run" / "lightning_logs" / "version_0" / "checkpoints" / "adcgan_digits.ckpt"
+    assert not (in_tmp / "outputs").exists() and not (in_tmp / "lightning_logs").exists()
     out = in_tmp / "samples"
     assert main(["sample", "--config", str(RECIPES / "adcgan_digits.yaml"), "--ckpt_path", str(ckpt),
                  "--num_per_class", "3", "--output", str(out)]) == 0
@@ -58,3 +72,37 @@ def test_sample_command_writes_ema_samples(in_tmp):
     torch.testing.assert_close(torch.as_tensor(samples["images"]), expected)
     model.sample_options = {"use_ema": False}
     assert not torch.allclose(model.predict_step((index, labels), 0)["images"], expected)
+
+
+# liang-hou/adcgan BigGAN-PyTorch/scripts/launch_cifar{10,100}_ema_{loss}.sh: --loss and --D_lambda / --G_lambda
+# (acgan 0.2, tacgan and adcgan 1.0, pdgan none: the projection is in the adversarial logit).
+REFERENCE_LOSS = {"adcgan": ("adc", 1.0), "acgan": ("ac", 0.2), "tacgan": ("tac", 1.0), "pdgan": ("projection", None)}
+
+
+@pytest.mark.parametrize("recipe", CIFAR_RECIPES)
+def test_cifar_recipe_has_the_reference_script_settings(recipe):
+    import yaml
+
+    config = yaml.safe_load((RECIPES / recipe).read_text())
+    name, dataset = recipe.removesuffix(".yaml").split("_")
+    trainer, model, data = config["trainer"], config["model"], config["data"]
+    args = model["init_args"]
+    conditioning, lam = REFERENCE_LOSS[name]
+    assert model["class_path"] == name and args["conditioning"] == conditioning
+    if lam is None:
+        assert "d_lambda" not in args and "g_lambda" not in args
+    else:
+        assert args["d_lambda"] == args["g_lambda"] == lam
+    # --batch_size 50 --num_D_steps 4 --G_lr/--D_lr 2e-4 (BigGAN's Adam betas (0, 0.999), eps 1e-8)
+    # --G_init/--D_init N02, SN in G and D, ch 64, dim_z 128, --ema --ema_start 1000 (decay 0.9999),
+    # --num_epochs 1000, --dataset C10 / C100, no augmentation, --G_shared off, hinge adversarial loss.
+    assert data["class_path"] == dataset and data["init_args"]["batch_size"] == 50
+    assert data["init_args"]["crop_padding"] == 0 and data["init_args"]["horizontal_flip"] is False
+    assert args["n_dis"] == 4 and args["adversarial_loss"] == "hinge"
+    for opt in ("generator_optimizer", "discriminator_optimizer"):
+        assert args[opt]["init_args"] == {"lr": 0.0002, "betas": [0.0, 0.999], "eps": 1.0e-08}
+    for net in ("generator_args", "discriminator_args"):
+        assert args[net]["channels"] == 64 and args[net]["spectral_norm"] is True and args[net]["init"] == "N02"
+    assert args["generator_args"]["latent_dim"] == 128 and args["generator_args"]["shared_dim"] is None
+    assert args["ema"] is True and args["ema_decay"] == 0.9999 and args["ema_start"] == 1000
+    assert trainer["max_epochs"] == 1000

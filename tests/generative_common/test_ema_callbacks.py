@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, WeightAveraging
 from torch.utils.data import DataLoader, TensorDataset
 
 from framework.callbacks import HalfLifeEMA, SampleGrid, WarmupEMA
@@ -101,6 +101,66 @@ def test_the_average_follows_the_schedule(case):
     assert ema.decay == pytest.approx(decays[-1])
     torch.testing.assert_close(model.means.detach(), expected)  # on_train_end copies the average in
     assert not torch.allclose(expected, record.weights[-1], atol=1e-4)  # the test can tell
+
+
+class Ramp(L.LightningModule):
+    """A weight on a known trajectory: SGD with lr 1 on -<c, w> moves w from 0 by c per step, w_k = k c."""
+
+    C = torch.tensor([1.0, -2.0])
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(2))
+
+    def training_step(self, batch, batch_idx):
+        return -(self.w * self.C).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=1.0)
+
+
+def _ema_of_ramp(decays: dict[int, float | None], steps: int) -> torch.Tensor:
+    """The average of w_1 .. w_steps (w_k = k c) updated at the steps in ``decays``; None: the first update copies."""
+    average = torch.zeros(2)  # before any update: the initial weights
+    for k in range(1, steps + 1):
+        if k in decays:
+            d = decays[k]
+            average = k * Ramp.C if d is None else d * average + (1 - d) * k * Ramp.C
+    return average
+
+
+# Batches of 8 images, one optimizer step each: 8 (k - 1) images trained on before step k.
+RAMP_CASES = {
+    # EDM's half-life, 20 images, ramped up as 0.5 x images so far: half-lives 4, 8, 12, 16, 20 before steps 2..6.
+    "halflife": (lambda: HalfLifeEMA(halflife_kimg=0.02, rampup_ratio=0.5),
+                 {1: None, **{k: 0.5 ** (8 / min(20, 0.5 * 8 * (k - 1))) for k in range(2, 7)}}),
+    # Warm-up min(0.35, (1 + t) / (10 + t)) at update t = k: 3/12, 4/13, then capped at 0.35.
+    "warmup": (lambda: WarmupEMA(decay=0.35), {1: None, 2: 3 / 12, 3: 4 / 13, 4: 0.35, 5: 0.35, 6: 0.35}),
+    # Lightning's EMAWeightAveraging as the diffusion recipes use it, here from step index 2 (the 3rd step).
+    "lightning_ema": (lambda: EMAWeightAveraging(decay=0.5, update_starting_at_step=2),
+                      {3: None, 4: 0.5, 5: 0.5, 6: 0.5}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(RAMP_CASES))
+def test_the_average_of_a_known_trajectory_is_the_hand_computed_one(case):
+    """After 6 steps the average equals the schedule's average of w_k = k c; an EMA that never updates holds 0."""
+    make, decays = RAMP_CASES[case]
+    model, ema = Ramp(), make()
+    seen = []
+
+    class Averages(L.Callback):  # the average after every step (the EMA callback runs first)
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(ema._average_model.module.w.detach().clone())
+
+    trainer = _trainer(max_epochs=1, callbacks=[ema, Averages()])
+    trainer.fit(model, DataLoader(TensorDataset(torch.zeros(48, 1)), batch_size=8))
+    assert trainer.global_step == 6
+    for k in range(1, 7):
+        torch.testing.assert_close(seen[k - 1], _ema_of_ramp(decays, k), rtol=1e-6, atol=1e-6)
+    expected = _ema_of_ramp(decays, 6)
+    torch.testing.assert_close(model.w.detach(), expected, rtol=1e-6, atol=1e-6)  # copied in at the end of fit
+    assert not torch.allclose(expected, 6 * Ramp.C, atol=0.1) and not torch.allclose(expected, torch.zeros(2), atol=0.1)
 
 
 def test_validation_grids_checkpoints_sampling_and_resume_use_the_average(tmp_path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +24,7 @@ from framework.generative.flow.paths import (
     build_path,
     denoised_from_velocity,
     path_noise_level,
+    quantile_times,
     sample_times,
 )
 from framework.generative.flow.sources import build_source
@@ -35,6 +38,21 @@ __all__ = ["FlowMatching"]
 # Paths whose x_t is t x1 + (1 - t) x0 with x0 ~ N(0, I): a noise-aware classifier p(y | x0 + sigma n)
 # sees them at sigma = (1 - t) / t after rescaling by 1 / t (FlowTimeClassifier).
 STRAIGHT_GAUSSIAN_PATHS = ("cfm", "ot_cfm", "class_ot_cfm")
+# Straight Gaussian paths whose (source, data) pairs are not independent.
+OT_COUPLED_PATHS = ("ot_cfm", "class_ot_cfm")
+
+log = logging.getLogger(__name__)
+
+
+def warn_inexact_classifier_guidance(path: str) -> None:
+    """Warn (a Python warning and a log line) that flow classifier guidance is approximate on ``path``."""
+    message = (
+        f"classifier guidance with path {path!r} is approximate: FlowTimeClassifier reads x_t = t x1 + (1 - t) x0 "
+        f"as x1 plus independent Gaussian noise, which holds for the independent coupling (cfm) only; an OT "
+        f"coupling makes the noise depend on x1 (docs/flow.md, 'Classifier guidance and couplings')"
+    )
+    warnings.warn(message, UserWarning, stacklevel=3)
+    log.warning(message)
 
 
 @registry.register("model", "flow", aliases=("flow_matching", "cfm"))
@@ -148,6 +166,8 @@ class FlowMatching(GenerativeModule):
             from framework.generative.diffusion.noisy_classifier import FlowTimeClassifier
 
             self.guidance_classifier = FlowTimeClassifier(load_noisy_classifier(guidance_classifier))
+            if path in OT_COUPLED_PATHS:
+                warn_inexact_classifier_guidance(path)
         if clean_classifier:
             self.set_clean_classifier(clean_classifier)
         #: NFE of the last :meth:`generate` call (net evaluations, guidance branches included).
@@ -155,7 +175,9 @@ class FlowMatching(GenerativeModule):
 
     def _load_net(self, checkpoint: str) -> None:
         from framework.errors import DataNotFoundError
+        from framework.loading import resolve_checkpoint
 
+        checkpoint = resolve_checkpoint(checkpoint, "init_checkpoint")
         if not os.path.isfile(checkpoint):
             raise DataNotFoundError(f"init_checkpoint not found: {checkpoint}")
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
@@ -235,6 +257,20 @@ class FlowMatching(GenerativeModule):
             drop = torch.rand(len(y), device=y.device) < self.label_dropout
             y = torch.where(drop, torch.full_like(y, self.null_label), y)
         return F.mse_loss(self(s.xt, s.t, y), s.ut)
+
+    def conditional_residual(self, x: Tensor, labels: Tensor, levels: Tensor, noise: Tensor) -> Tensor:
+        """``v(x_t, t, y) - u_t`` at training times ``t`` of quantiles ``levels``, source draw ``x0 = noise``.
+
+        No coupling (each row keeps its own (x0, x)) and no label dropout. The point is the path's
+        mean at t plus its std times its own noise where the path defines it by x0 (``target_cfm``);
+        paths with extra noise (``sigma > 0``) are evaluated on their mean path (that noise set to 0).
+        """
+        if self.source.name != "gaussian":
+            raise ConfigError(f"the conditional error needs the Gaussian source, not {self.source.name!r}")
+        t = quantile_times(levels.to(x.dtype), self.time_sampling, self.time_mean, self.time_std)
+        x0 = noise.to(x.dtype)
+        xt, ut = self.path.conditional_point(x0, x, t)
+        return self(xt, t, labels if self.num_classes > 0 else None) - ut
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         # (x, y), or (x, y, x0) when the data fixes the source samples (reflow pairs).

@@ -46,6 +46,7 @@ __all__ = [
     "path_noise_level",
     "ot_plan",
     "sample_plan",
+    "quantile_times",
     "sample_times",
     "TIME_SAMPLINGS",
 ]
@@ -137,6 +138,11 @@ class ProbabilityPath:
         xt = self.sample_xt(x0, x1, t, eps)
         return PathSample(t, xt, self.velocity(x0, x1, t, xt), x0, x1, labels, eps)
 
+    def conditional_point(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x_t, u_t)`` for given pairs, without coupling and with the extra noise (sigma) at 0."""
+        xt = self.sample_xt(x0, x1, t, torch.zeros_like(x0))
+        return xt, self.velocity(x0, x1, t, xt)
+
     def score_coefficient(self, t: Tensor) -> Tensor:
         """``d u / d score`` of the marginal velocity at ``t`` (classifier guidance), sigma = 0.
 
@@ -183,6 +189,27 @@ def ot_plan(x0: Tensor, x1: Tensor, method: str = "exact", reg: float = 0.05) ->
     return plan
 
 
+def plan_permutation(plan: np.ndarray) -> np.ndarray:
+    """``src`` with ``src[j]`` the source paired with target ``j``: a permutation carrying most of the plan's mass.
+
+    The exact plan of two equal uniform batches is a permutation matrix (over n), whose column
+    argmax is that permutation. An entropic (Sinkhorn) plan is dense, and its column argmax may
+    give one source to several targets; then the pairing is the assignment that maximises the
+    plan mass it keeps (``scipy.optimize.linear_sum_assignment``), still a permutation.
+    """
+    if plan.shape[0] != plan.shape[1]:
+        raise ConfigError(f"pairing without resampling needs equal batches, got a {plan.shape} plan")
+    src = plan.argmax(0)
+    if len(np.unique(src)) == len(src):
+        return src
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(plan, maximize=True)
+    src = np.empty(len(cols), dtype=np.int64)
+    src[cols] = rows
+    return src
+
+
 def sample_plan(plan: np.ndarray, size: int, replace: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(i, j)`` of ``size`` pairs drawn from the plan with NumPy's global RNG (as torchcfm)."""
     p = plan.flatten()
@@ -196,8 +223,9 @@ class OTCFM(CFM):
 
     With ``resample`` (torchcfm's behaviour) the pairs are drawn from the plan with
     replacement (seed NumPy for reproducibility). Without it, each ``x1`` keeps its place and
-    label and receives the source sample the plan assigns to it (the exact plan of two equal
-    uniform batches is a permutation), so no data point is dropped or repeated.
+    label and receives the source sample the plan assigns to it (:func:`plan_permutation`: the
+    exact plan's permutation, or for an entropic plan the permutation keeping most of its
+    mass), so no data point and no source sample is dropped or repeated.
 
     Args:
         sigma: Constant standard deviation around the straight path.
@@ -220,8 +248,7 @@ class OTCFM(CFM):
         plan = self._plan(x0, x1)
         if self.resample:
             return sample_plan(plan, len(x0))
-        # The source index carrying most of each target's mass (a permutation for exact OT).
-        return plan.argmax(0), np.arange(len(x1))
+        return plan_permutation(plan), np.arange(len(x1))
 
     def couple(self, x0: Tensor, x1: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
         if not self.within_class:
@@ -319,6 +346,11 @@ class TargetCFM(ProbabilityPath):
         tp = _pad(t, x1)
         return (x1 - (1 - self.sigma) * xt) / (1 - (1 - self.sigma) * tp)
 
+    def conditional_point(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        # The source sample is the path's noise, as in training.
+        xt = self.sample_xt(x0, x1, t, x0)
+        return xt, self.velocity(x0, x1, t, xt)
+
     def score_coefficient(self, t: Tensor) -> Tensor:
         return self.std(t) / t
 
@@ -398,3 +430,12 @@ def sample_times(
     else:
         raise ConfigError(f"unknown time sampling {kind!r}; choose one of {', '.join(TIME_SAMPLINGS)}")
     return t.to(device=device, dtype=dtype)
+
+
+def quantile_times(u: Tensor, kind: str = "uniform", mean: float = 0.0, std: float = 1.0) -> Tensor:
+    """The training times of :func:`sample_times` at quantiles ``u`` in (0, 1) of their distribution."""
+    if kind == "uniform":
+        return u
+    if kind == "logit_normal":
+        return torch.sigmoid(mean + std * math.sqrt(2) * torch.erfinv(2 * u - 1))
+    raise ConfigError(f"unknown time sampling {kind!r}; choose one of {', '.join(TIME_SAMPLINGS)}")
