@@ -117,13 +117,23 @@ def score(images, labels, judge: Path, guide: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", choices=("guidance", "search", "fkc"), required=True)
+    parser.add_argument("--table", choices=("guidance", "search", "fkc"))
+    parser.add_argument("--markdown", nargs="+", type=Path, metavar="JSON", help="print the rows of JSON files as a table")
+    parser.add_argument("--plot", nargs=2, type=Path, metavar=("JSON", "PNG"), help="plot a search table against NFE")
     parser.add_argument("--workdir", type=Path, default=ROOT / "outputs" / "steer")
     parser.add_argument("--per-class", type=int, default=36, help="36 x 10 = the 360 test digits")
     parser.add_argument("--which", choices=("uncond", "cond", "all"), default="all", help="generators to run")
     parser.add_argument("--only", help="run only the configurations whose name contains this")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(args.markdown))
+        return []
+    if args.plot:
+        plot_search(*args.plot)
+        return []
+    if args.table is None:
+        parser.error("give --table, --markdown or --plot")
     torch.set_num_threads(1)
     w = args.workdir
     guide, judge = newest(w / "guide"), newest(w / "judge")
@@ -187,16 +197,6 @@ def markdown(paths: list[Path]) -> str:
                 f"| {r['nn_train_median']:.2f} ({r['nn_train_median_test']:.2f}) | {r['num_samples']} | {r['cpu_seconds']} |"
             )
     return "\n".join(lines)
-
-
-if __name__ == "__main__" and "--markdown" in sys.argv:  # python benchmarks/steering_digits.py --markdown A.json ...
-    print(markdown([Path(a) for a in sys.argv[sys.argv.index("--markdown") + 1:]]))
-    sys.exit(0)
-
-
-if __name__ == "__main__" and "--plot" in sys.argv:  # python benchmarks/steering_digits.py --plot JSON PNG
-    plot_search(Path(sys.argv[2]), Path(sys.argv[3]))
-    sys.exit(0)
 
 
 if __name__ == "__main__":
