@@ -13,7 +13,8 @@ from framework.data.base import ImageDataModule
 from framework.data.transforms import Cutout, RandomCrop, RandomHorizontalFlip
 from framework.errors import ConfigError
 
-NOT_IMAGES = {"toy2d", "class_incremental", "few_shot_incremental", "reflow_pairs"}  # vectors, wrappers, pairs
+# vectors, wrappers (the generated training set of `generated` is the generator's own), pairs
+NOT_IMAGES = {"toy2d", "class_incremental", "few_shot_incremental", "generated", "reflow_pairs"}
 
 
 def _files(name, root, monkeypatch) -> dict:
