@@ -13,8 +13,7 @@ from framework.data.base import ImageDataModule
 from framework.data.transforms import Cutout, RandomCrop, RandomHorizontalFlip
 from framework.errors import ConfigError
 
-# vectors, wrappers (the generated training set of `generated` is the generator's own), pairs
-NOT_IMAGES = {"toy2d", "class_incremental", "few_shot_incremental", "generated", "reflow_pairs"}
+NOT_IMAGES = {"toy2d", "class_incremental", "few_shot_incremental", "reflow_pairs", "generated"}  # vectors, wrappers, pairs
 
 
 def _files(name, root, monkeypatch) -> dict:
