@@ -66,8 +66,11 @@ def hardware(trainer: dict) -> str:
         parts.append(f"{devices} devices")
     if nodes not in (1, "1", None):
         parts.append(f"{nodes} nodes")
-    if trainer.get("strategy"):
-        parts.append(str(trainer["strategy"]))
+    strategy = trainer.get("strategy")
+    if isinstance(strategy, dict):  # class_path + init_args: the class's name
+        strategy = str(strategy.get("class_path", "")).rsplit(".", 1)[-1]
+    if strategy:
+        parts.append(str(strategy))
     if trainer.get("precision") not in (None, 32, "32", "32-true"):
         parts.append(str(trainer["precision"]))
     return ", ".join(parts)

@@ -42,8 +42,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from framework.data.base import ClasszooDataModule, InMemoryDataset, stratified_split
-from framework.data.transforms import build_augmentation
+from framework.data.base import ImageDataModule, InMemoryDataset, stratified_split
 from framework.data.vision import uint8_to_unit_range
 from framework.errors import ConfigError
 from framework.io import write_atomic
@@ -265,7 +264,7 @@ def render(n_train: int, n_test: int, seed: int, workers: int = 2, **kwargs) -> 
 
 
 @register("data", "glyphs")
-class GlyphsDataModule(ClasszooDataModule):
+class GlyphsDataModule(ImageDataModule):
     """100 classes of glyphs rendered from matplotlib's bundled fonts (RGB 32 x 32, no download).
 
     The classes are :data:`GLYPHS` (``class_names`` are the characters). Rendered once into
@@ -291,10 +290,10 @@ class GlyphsDataModule(ClasszooDataModule):
         val_size: Training images held out for validation (stratified, ``split_seed``); 0
             validates on the test set.
         split_seed: Seed of the validation split.
-        crop_padding: Random-crop padding of training images (0: none).
-        batch_size: Training batch size.
-        eval_batch_size: Evaluation batch size (default: batch_size).
-        num_workers: DataLoader workers (0: the data is in memory).
+        **kwargs: Training augmentations and loader options of
+            :class:`~framework.data.base.ImageDataModule` (``crop_padding``, ``cutout``, ...,
+            ``batch_size``). All off by default; ``horizontal_flip`` best stays off: a
+            mirrored glyph of some classes is another class or none.
     """
 
     def __init__(
@@ -314,12 +313,9 @@ class GlyphsDataModule(ClasszooDataModule):
         render_workers: int = 2,
         val_size: int = 0,
         split_seed: int = 0,
-        crop_padding: int = 0,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        **kwargs,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
+        super().__init__(**kwargs)
         if n_train < 1 or n_test < 1:
             raise ConfigError(f"glyphs needs n_train and n_test >= 1, got {n_train} and {n_test}")
         if image_size < 8:
@@ -345,7 +341,6 @@ class GlyphsDataModule(ClasszooDataModule):
         }
         for name in self.render_args["fonts"]:
             _font(name)  # an unknown font fails here, before any rendering
-        self.augmentation = build_augmentation(crop_padding, False)  # flips would change some glyphs' identity
         self.num_classes = len(GLYPHS)
         self.class_names = list(GLYPHS)
         self.data_shape = (3, image_size, image_size)

@@ -13,7 +13,7 @@ from framework.data.base import ImageDataModule
 from framework.data.transforms import Cutout, RandomCrop, RandomHorizontalFlip
 from framework.errors import ConfigError
 
-NOT_IMAGES = {"toy2d", "class_incremental", "few_shot_incremental", "reflow_pairs"}  # vectors, wrappers, pairs
+NOT_IMAGES = {"toy2d", "class_incremental", "few_shot_incremental", "reflow_pairs", "generated"}  # vectors, wrappers, pairs
 
 
 def _files(name, root, monkeypatch) -> dict:
@@ -30,6 +30,8 @@ def _files(name, root, monkeypatch) -> dict:
     if name == "image_folder":
         write_image_folder(root / "images", splits=("train", "val"), per_class=3, size=12)
         return {"root": str(root / "images"), "image_size": 12}
+    if name == "glyphs":
+        return {"root": str(root), "n_train": 2, "n_test": 1, "render_workers": 1}
     return {}
 
 
