@@ -132,7 +132,13 @@ def main() -> None:
     parser.add_argument("--table", nargs="+", default=None, help="print the table of saved --out files, run nothing")
     args = parser.parse_args()
     if args.table:
-        results = [r for path in args.table for r in json.load(open(path))]
+        results, done = [], set()
+        for path in args.table:  # a (method, seed) found in several files counts once, from the first
+            with open(path) as f:
+                for r in json.load(f):
+                    if (r["method"], r["seed"]) not in done:
+                        done.add((r["method"], r["seed"]))
+                        results.append(r)
         print_table(list(dict.fromkeys(r["method"] for r in results)), results)
         return
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

@@ -338,10 +338,11 @@ class GenerativeReplay(ContinualModule):
             p.requires_grad_(trainable)
         self.generator.train_classes = self.seen  # a GAN draws its fakes' labels among the classes seen so far
         try:
-            trainer = self._quiet(lambda: L.Trainer(**self.generator_trainer_args(epochs)))
+            try:
+                trainer = self._quiet(lambda: L.Trainer(**self.generator_trainer_args(epochs)))
+            except TypeError as err:  # an argument lightning.Trainer does not take
+                raise ConfigError(f"generator_trainer: {err}") from None
             self._quiet(lambda: trainer.fit(self.generator, train_dataloaders=loader))
-        except TypeError as err:
-            raise ConfigError(f"generator_trainer: {err}") from None
         finally:
             self.generator.requires_grad_(False)
             self.generator.to(self.device)  # the generator's fit hands its module back on the CPU
