@@ -96,6 +96,7 @@ def score_samplers(
         row = {"sampler": sampler, "steps": steps, "nfe": model.last_nfe, **options,
                "accuracy": round(scores["accuracy"], 4), "fd_ratio": round(scores["fd_ratio"], 3),
                "fd_test": round(scores["fd_test"], 4), "fd_real": round(scores["fd_real"], 4),
+               "nn_ratio": round(scores["nn_ratio"], 3), "near_copy_fraction": round(scores["near_copy_fraction"], 4),
                "sample_s": round(seconds, 1)}  # fmt: skip
         print(json.dumps(row), flush=True)
         rows.append(row)

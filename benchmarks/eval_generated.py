@@ -1,7 +1,7 @@
 """Score generated samples with the evaluator classifier: accuracy and Fréchet distance in its feature space.
 
     python benchmarks/eval_generated.py --samples outputs/diffusion_digits/samples \
-        --evaluator outputs/evaluator/digits.ckpt [--data digits] [--data_args '{"image_size": 8}']
+        --evaluator 'outputs/evaluator/lightning_logs/version_*/checkpoints/digits.ckpt' [--data digits] [--data_args '{"image_size": 8}']
 
 Prints and returns (as a dict, from :func:`evaluate_samples`):
 
@@ -20,6 +20,8 @@ Prints and returns (as a dict, from :func:`evaluate_samples`):
   ``nn_train_median_test`` (the same for the real test images), ``nn_ratio`` (their ratio:
   about 1 without memorisation, near 0 for copies) and ``near_copy_fraction`` (generated
   samples nearer to a training image than 95 % of the test images are; 0.05 expected).
+- ``fd_real_equal`` / ``fd_ratio_equal``: the floor and the ratio at equal sample counts (a
+  seeded subset of the train split as large as the generated set, against the test split).
 
 The evaluator and the real features are computed once per checkpoint file and data (cached
 in the process), so calling it in a loop over samplers or NFEs is cheap.
@@ -45,26 +47,34 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_EVALUATOR = ROOT / "outputs" / "evaluator" / "digits.ckpt"
+# recipes/evaluator_digits.yaml writes under its run's log folder; the newest run's checkpoint.
+DEFAULT_EVALUATOR = ROOT / "outputs" / "evaluator" / "lightning_logs" / "version_*" / "checkpoints" / "digits.ckpt"
 
 
 def ensure_evaluator(
     path: str | os.PathLike = DEFAULT_EVALUATOR, recipe: str = "recipes/evaluator_digits.yaml"
 ) -> Path:
-    """The evaluator checkpoint at ``path``, trained first with ``lightning fit --config recipe`` if it is missing.
+    """The evaluator checkpoint at ``path`` (a pattern: its newest match), trained first with ``lightning fit --config recipe`` if it is missing.
 
     The recipe's ModelCheckpoint must write ``path`` (``recipes/evaluator_digits.yaml`` writes
     the default); it keeps the last epoch (never selected on test data).
     """
-    path = Path(path)
-    if path.is_file():
-        return path
+    from framework.errors import ConfigError
+    from framework.loading import resolve_checkpoint
+
+    try:
+        found = Path(resolve_checkpoint(path, "evaluator"))
+    except ConfigError:  # a pattern that matches nothing yet
+        found = None
+    if found is not None and found.is_file():
+        return found
     command = [sys.executable, "-m", "framework", "fit", "--config", str(ROOT / recipe)]
     print("training the evaluator:", " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
-    if not path.is_file():
+    found = Path(resolve_checkpoint(path, "evaluator"))
+    if not found.is_file():
         raise FileNotFoundError(f"{recipe} did not write {path}")
-    return path
+    return found
 
 
 def _datamodule(data: Any, data_args: dict[str, Any] | None):
@@ -79,7 +89,9 @@ def _reference(evaluator: Any, data: Any, data_args: dict[str, Any] | None) -> t
     """Extractor, real train/test features, test logits and labels; cached for a checkpoint file and data name."""
     if isinstance(evaluator, torch.nn.Module) or not isinstance(data, str):
         return _compute_reference(evaluator, data, data_args)
-    path = Path(evaluator)
+    from framework.loading import resolve_checkpoint
+
+    path = Path(resolve_checkpoint(evaluator, "evaluator"))  # a pattern: its newest match
     stamp = path.stat().st_mtime_ns if path.is_file() else None
     return _cached_reference(str(path), stamp, data, json.dumps(data_args or {}, sort_keys=True))
 
@@ -161,6 +173,9 @@ def evaluate_samples(
         ],
         **memorization_check(images, train_images, test_images),
     }
+    subset = torch.randperm(len(train_features), generator=torch.Generator().manual_seed(0))[: len(labels)]
+    result["fd_real_equal"] = frechet_distance_of_features(train_features[subset], test_features).item()
+    result["fd_ratio_equal"] = fd_test / result["fd_real_equal"]
     if verbose:
         print(format_result(result))
     return result

@@ -39,9 +39,10 @@ SETTINGS = [
 def fit(recipe: str, work: Path) -> tuple[Path, dict]:
     """Run ``lightning fit`` on a recipe inside ``work``; its checkpoint and the time it took.
 
-    The digits recipes write ``outputs/<name>/<name>.ckpt`` relative to the working directory
-    (and reflow_digits reads the teacher there), so both runs share ``work``; a recipe that
-    pins no checkpoint path (``flow_digits_fast``) leaves its newest checkpoint under ``work``.
+    The digits recipes write ``lightning_logs/version_N/checkpoints/<name>.ckpt`` under the
+    working directory (and reflow_digits reads the newest teacher there), so both runs share
+    ``work``; a recipe that names no checkpoint file (``flow_digits_fast``) leaves Lightning's
+    ``epoch=...ckpt`` there, and the newest checkpoint is taken.
     CPU seconds: user + system time of the training process (1 thread).
     """
     name = Path(recipe).stem
@@ -61,10 +62,18 @@ def fit(recipe: str, work: Path) -> tuple[Path, dict]:
         "load_average_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
     }
     print(name, "training cost", json.dumps(cost), flush=True)
-    pinned = work / "outputs" / name / f"{name}.ckpt"
-    if pinned.is_file() and pinned.stat().st_mtime >= time.time() - cost["wall_s"] - 1:
-        return pinned, cost
-    return max(work.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime), cost
+    return _newest_checkpoint(work, name), cost
+
+
+def _newest_checkpoint(work: Path, name: str) -> Path:
+    from framework.errors import ConfigError
+    from framework.loading import resolve_checkpoint
+
+    logs = work / "lightning_logs" / "version_*" / "checkpoints"
+    try:
+        return Path(resolve_checkpoint(logs / f"{name}.ckpt"))
+    except ConfigError:  # a recipe that names no checkpoint file: Lightning's epoch=...-step=....ckpt
+        return Path(resolve_checkpoint(logs / "*.ckpt"))
 
 
 def curve(checkpoint: Path, evaluator: Path, per_class: int, guidance_scale: float | None) -> list[dict]:
@@ -88,7 +97,8 @@ def curve(checkpoint: Path, evaluator: Path, per_class: int, guidance_scale: flo
         scores = evaluate_samples((images.numpy(), labels.numpy()), evaluator, verbose=False)
         row = {"solver": solver, "steps": steps, "nfe": round(sum(nfes) / len(nfes), 1), "accuracy": round(scores["accuracy"], 4),
                "fd_ratio": round(scores["fd_ratio"], 3), "fd_test": round(scores["fd_test"], 4),
-               "fd_real": round(scores["fd_real"], 4), "sample_s": round(seconds, 1)}  # fmt: skip
+               "fd_real": round(scores["fd_real"], 4), "nn_ratio": round(scores["nn_ratio"], 3),
+               "near_copy_fraction": round(scores["near_copy_fraction"], 4), "sample_s": round(seconds, 1)}  # fmt: skip
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
@@ -121,9 +131,7 @@ def main() -> None:
     if args.recipe != RECIPE:
         args.no_reflow = True  # recipes/reflow_digits.yaml distils flow_digits.yaml's checkpoint
     if args.skip_train:
-        teacher = work / "outputs" / "flow_digits" / "flow_digits.ckpt"
-        if args.recipe != RECIPE:
-            teacher = max(work.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+        teacher = _newest_checkpoint(work, Path(args.recipe).stem)
     else:
         teacher, result["flow_train"] = fit(args.recipe, work)
     result["flow"] = curve(teacher, evaluator, args.per_class, args.guidance_scale)
@@ -132,7 +140,7 @@ def main() -> None:
         print("bits/dim", json.dumps(result["flow_bpd"]), flush=True)
     if not args.no_reflow:
         if args.skip_train:
-            student = work / "outputs" / "reflow_digits" / "reflow_digits.ckpt"
+            student = _newest_checkpoint(work, "reflow_digits")
         else:
             # Includes generating the teacher's pairs; a cache from an earlier teacher is stale.
             (work / "outputs" / "reflow_digits" / "pairs.npz").unlink(missing_ok=True)

@@ -63,7 +63,7 @@ def run_method(method: str, seed: int, out: Path, max_steps: int, recipe: Path, 
 
     out.mkdir(parents=True, exist_ok=True)
     cwd = os.getcwd()
-    os.chdir(out)  # the recipe's ModelCheckpoint writes outputs/adcgan_digits/adcgan_digits.ckpt here
+    os.chdir(out)  # the recipe's ModelCheckpoint writes lightning_logs/version_N/checkpoints/adcgan_digits.ckpt here
     try:
         args = ["fit", "--config", str(recipe), f"--model.init_args.conditioning={method}", f"--seed_everything={seed}",
                 f"--trainer.max_steps={max_steps}", "--trainer.enable_progress_bar=false",
@@ -72,7 +72,9 @@ def run_method(method: str, seed: int, out: Path, max_steps: int, recipe: Path, 
         if cli(args) != 0:
             raise RuntimeError(f"training {method} failed")
         wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
-        ckpt = out / "outputs" / "adcgan_digits" / "adcgan_digits.ckpt"
+        from framework.loading import resolve_checkpoint
+
+        ckpt = resolve_checkpoint(out / "lightning_logs" / "version_*" / "checkpoints" / "adcgan_digits.ckpt")  # this run's
         if cli(["sample", "--config", str(recipe), "--ckpt_path", str(ckpt), "--num_per_class", "100",
                 "--output", str(out / "samples"), f"--model.init_args.conditioning={method}"]) != 0:  # fmt: skip
             raise RuntimeError(f"sampling {method} failed")

@@ -1,6 +1,6 @@
 """Reference levels for the digits quality bars: Fréchet distances between *real* sets of various sizes.
 
-    python benchmarks/generation_fd_baseline.py [--evaluator outputs/evaluator/digits.ckpt] [--repeats 5]
+    python benchmarks/generation_fd_baseline.py [--evaluator 'outputs/evaluator/lightning_logs/version_*/checkpoints/digits.ckpt'] [--repeats 5]
 
 The issues' bar is ``fd_test / fd_real`` (generated vs test over train vs test, in the
 evaluator's feature space; see eval_generated.py). A Fréchet distance estimated from n

@@ -184,6 +184,12 @@ def _make_cli_class():
             # LightningCLI reads the checkpoint's hyper-parameters before anything is built.
             # Its ``_class_path`` would silently replace the configured model class.
             sub = self.config.get("subcommand")
+            ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+            if isinstance(ckpt_path, str) and ckpt_path not in ("best", "last", "hpc", "registry"):
+                from framework.loading import resolve_checkpoint
+
+                # A pattern (lightning_logs/version_*/checkpoints/x.ckpt) names its newest match.
+                self.config[sub]["ckpt_path"] = resolve_checkpoint(ckpt_path, "ckpt_path")
             model_class = lambda: (self.config[sub].get("model") or {}).get("class_path") if sub else None
             model_before = model_class()
             try:

@@ -8,10 +8,16 @@ checkpoint) is one :class:`~framework.errors.ConfigError` line everywhere, never
 
 Checkpoints written by a :class:`~framework.core.ClasszooModule` record the import path of
 their class (``CLASS_KEY``), so the name can be left out; older checkpoints need it.
+
+A checkpoint path may be a glob pattern (:func:`resolve_checkpoint`): the recipes write their
+checkpoints where Lightning does, under the run's log folder
+(``<default_root_dir>/lightning_logs/version_N/checkpoints/``), and the recipe that reads one
+names it as ``lightning_logs/version_*/checkpoints/<name>.ckpt``: the newest match.
 """
 
 from __future__ import annotations
 
+import glob
 import importlib
 import os
 from collections.abc import Sequence
@@ -22,10 +28,26 @@ import torch
 import registry
 from framework.errors import ConfigError
 
-__all__ = ["CLASS_KEY", "load_trained", "read_checkpoint"]
+__all__ = ["CLASS_KEY", "load_trained", "read_checkpoint", "resolve_checkpoint"]
 
 #: Checkpoint key holding ``module.QualifiedName`` of the model class that saved it.
 CLASS_KEY = "classzoo_class"
+
+
+def resolve_checkpoint(path: str | os.PathLike, role: str = "checkpoint") -> str:
+    """``path``, or for a glob pattern (``*``, ``?``, ``[``) its newest match (latest modification).
+
+    ``lightning_logs/version_*/checkpoints/flow_digits.ckpt`` is the checkpoint of the latest
+    run of ``recipes/flow_digits.yaml`` in the working directory. A pattern that matches no
+    file is a one-line error.
+    """
+    path = os.fspath(path)
+    if not glob.has_magic(path):
+        return path
+    matches = [m for m in glob.glob(path, recursive=True) if os.path.isfile(m)]
+    if not matches:
+        raise ConfigError(f"{role}: no checkpoint matches {path} (train the recipe that writes it first)")
+    return max(matches, key=os.path.getmtime)
 
 
 def read_checkpoint(path: str | os.PathLike, role: str = "checkpoint") -> dict[str, Any]:
@@ -35,7 +57,7 @@ def read_checkpoint(path: str | os.PathLike, role: str = "checkpoint") -> dict[s
         path: The file.
         role: What the file is for, to start the error message with (e.g. ``"guidance classifier"``).
     """
-    path = os.fspath(path)
+    path = resolve_checkpoint(path, role)
     if not os.path.isfile(path):
         raise ConfigError(f"{role}: checkpoint not found: {path}")
     try:
@@ -95,7 +117,7 @@ def load_trained(
         freeze: Return it in eval mode with gradients off (parts of a composition are not trained).
         **overrides: Constructor arguments that replace the saved ones (e.g. ``init_checkpoint=None``).
     """
-    path = os.fspath(path)
+    path = resolve_checkpoint(path, role)
     checkpoint = read_checkpoint(path, role)
     cls = _model_class(checkpoint, path, model, role)
     if base is not None and not issubclass(cls, base):

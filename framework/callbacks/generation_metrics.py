@@ -35,7 +35,7 @@ class GenerationMetrics(L.Callback):
 
     Args:
         feature: Registry name of the feature extractor (``lightning list feature``).
-        feature_args: Its arguments, e.g. ``{checkpoint: outputs/evaluator/digits.ckpt}``.
+        feature_args: Its arguments, e.g. ``{checkpoint: 'outputs/evaluator/lightning_logs/version_*/checkpoints/digits.ckpt'}`` (a pattern: the newest match).
         num_per_class: Generated samples per class.
         every_n_epochs: Epochs between evaluations.
         seed: Seed of the generated samples.

@@ -20,6 +20,7 @@ Subclasses override the template hooks: ``step_epochs``, ``on_step_start``, ``tr
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -38,7 +39,7 @@ from torch.utils.data import ConcatDataset, Dataset
 import registry
 from framework.continual import metrics as cl_metrics
 from framework.continual.features import FeatureCache, extract_features
-from framework.continual.functional import herding
+from framework.continual.functional import distillation_loss, herding
 from framework.continual.scenario import IncrementalScenario
 from framework.core import ClasszooModule
 from framework.errors import ConfigError
@@ -438,6 +439,48 @@ class ContinualModule(ClasszooModule):
                 continue  # a generalized step's samples of old classes (revisit): those keep their exemplars
             rows = torch.nonzero(labels == c).flatten()
             self.memory[c] = indices[rows[herding(features[rows], m)]]
+
+
+class DistillingModule(ContinualModule):
+    """A ContinualModule that keeps the previous step's model, frozen, for distillation (WA, iCaRL).
+
+    Args:
+        temperature: Distillation temperature T.
+        **kwargs: The arguments of :class:`ContinualModule`.
+    """
+
+    def __init__(self, temperature: float = 2.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.temperature = temperature
+        # The previous step's model, frozen; submodules so that checkpoints carry it.
+        self.old_backbone = copy.deepcopy(self.backbone).requires_grad_(False).eval()
+        self.old_head = copy.deepcopy(self.head).requires_grad_(False).eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if hasattr(self, "old_backbone"):
+            self.old_backbone.eval()
+            self.old_head.eval()
+        return self
+
+    def ce_and_kd(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Cross-entropy over the seen classes and KD (T = ``temperature``) on the old classes'
+        logits against the previous model (None at the base step); KD is logged as ``train/kd``."""
+        logits = self(x)[:, : self.seen]
+        ce = F.cross_entropy(logits, y)
+        if self.step == 0:
+            return ce, None
+        known = self.known
+        with torch.no_grad():
+            old_logits = self.old_head(self.old_backbone(x))[:, :known]
+        kd = distillation_loss(logits[:, :known], old_logits, self.temperature)
+        self.log("train/kd", kd)
+        return ce, kd
+
+    def keep_previous_model(self) -> None:
+        """The current model becomes the previous one (call at the end of a step)."""
+        self.old_backbone.load_state_dict(self.backbone.state_dict())
+        self.old_head.load_state_dict(self.head.state_dict())
 
 
 def _concat(datasets: list[Dataset]) -> Dataset:

@@ -29,8 +29,9 @@ class TranslatedFeatures(InMemoryDataset):
 
     Row order and values are those of concatenating ``features`` and, for each old class c in
     order, :func:`pseudo_features` of the new class nearest to c (same float operations, so
-    the same bits). Memory: the new classes' real features, the means and one batch, whatever
-    the number of old classes (the materialised set is old classes x samples x dim).
+    the same bits). Memory: the new classes' real features, the means, two integers per old
+    class and one batch, whatever the number of old classes (the materialised set is old
+    classes x samples x dim floats).
 
     Args:
         features: Real features of the step's new classes (N x D).
@@ -42,30 +43,53 @@ class TranslatedFeatures(InMemoryDataset):
     """
 
     def __init__(self, features: Tensor, labels: Tensor, new_means: Tensor, old_means: Tensor, nearest: Tensor, start: int) -> None:
-        self.features, self.new_means, self.old_means = features, new_means, old_means
-        rows_of = [torch.nonzero(labels == start + k).flatten() for k in range(len(new_means))]
-        source = [torch.arange(len(labels))] + [rows_of[int(nearest[c])] for c in range(start)]
-        self.source = torch.cat(source)  # the real row each output row comes from
-        self.old_class = torch.cat(  # -1: a real row; else the old class it stands for
-            [torch.full((len(labels),), -1, dtype=torch.long)] + [torch.full((len(source[1 + c]),), c) for c in range(start)]
-        )
-        self.nearest = nearest.long()
-        self.x = None  # never materialised
-        self.y = torch.where(self.old_class >= 0, self.old_class, labels[self.source])
-        self.transform = None
+        self.features, self.labels, self.new_means, self.old_means = features, labels, new_means, old_means
+        self.start, self.nearest, self.transform = start, nearest.long(), None
+        # The real rows of each new class, grouped by class (O(real rows)), and where each old
+        # class's block of pseudo rows begins (O(old classes)): nothing per pseudo row is stored.
+        local = labels - start
+        self.by_class = torch.argsort(local, stable=True)
+        counts = torch.bincount(local, minlength=len(new_means))
+        self.class_start = torch.cumsum(counts, 0) - counts
+        sizes = counts[self.nearest] if start else torch.zeros(0, dtype=torch.long)
+        self.block_end = len(labels) + torch.cumsum(sizes, 0)
+        self.total = int(self.block_end[-1]) if start else len(labels)
+
+    @property
+    def x(self) -> Tensor:  # the materialised set, only when asked (the SVM needs it)
+        return self.__getitems__(range(len(self)))[0]
+
+    @property
+    def y(self) -> Tensor:
+        return self.__getitems__(range(len(self)))[1] if len(self) else self.labels
 
     def __len__(self) -> int:
-        return len(self.source)
+        return self.total
+
+    def _locate(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """The real row and the label (an old class for pseudo rows) of output rows ``idx``."""
+        real = idx < len(self.labels)
+        source, label = idx.clone(), torch.empty_like(idx)
+        source[real], label[real] = idx[real], self.labels[idx[real]]
+        if self.start and not bool(real.all()):
+            i = idx[~real]
+            c = torch.searchsorted(self.block_end, i, right=True)  # the old class of each pseudo row
+            block_start = torch.where(c > 0, self.block_end[(c - 1).clamp(min=0)], torch.full_like(c, len(self.labels)))
+            k = i - block_start  # position inside the block: the k-th real row of the nearest new class
+            n = self.nearest[c]
+            source[~real] = self.by_class[self.class_start[n] + k]
+            label[~real] = c
+        return source, label
 
     def __getitems__(self, indices) -> tuple[Tensor, Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        x = self.features.index_select(0, self.source[idx])
-        c = self.old_class[idx]
-        pseudo = torch.nonzero(c >= 0).flatten()
+        source, label = self._locate(idx)
+        x = self.features.index_select(0, source)
+        pseudo = torch.nonzero(idx >= len(self.labels)).flatten()
         if len(pseudo):
-            n = self.nearest[c[pseudo]]
-            x[pseudo] = pseudo_features(x[pseudo], self.new_means[n], self.old_means[c[pseudo]])
-        return x, self.y.index_select(0, idx)
+            c = label[pseudo]
+            x[pseudo] = pseudo_features(x[pseudo], self.new_means[self.nearest[c]], self.old_means[c])
+        return x, label
 
 
 @register("model", "fetril")

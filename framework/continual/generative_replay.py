@@ -48,13 +48,14 @@ def build_generator(name: str, args: dict[str, Any] | None, num_classes: int, da
     from jsonargparse import ArgumentParser
 
     cls = registry.get("model", name)
+    args = _plain_args(args or {})
     if not (isinstance(cls, type) and issubclass(cls, GenerativeModule)):
         raise ConfigError(f"generator {name!r} is not a generative model (flow, diffusion, adcgan, ...)")
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(cls, "generator")
     try:
         config = parser.parse_object(
-            {"generator": {**(args or {}), "num_classes": num_classes, "data_shape": list(data_shape)}}
+            {"generator": {**args, "num_classes": num_classes, "data_shape": list(data_shape)}}
         )
         built = parser.instantiate_classes(config).generator
     except ConfigError:
@@ -62,6 +63,36 @@ def build_generator(name: str, args: dict[str, Any] | None, num_classes: int, da
     except Exception as err:  # noqa: BLE001 - jsonargparse's errors are several lines
         raise ConfigError(f"generator {name!r}: {str(err).strip().splitlines()[0]}") from None
     return built
+
+
+def _plain_args(value: Any) -> Any:
+    """YAML-style arguments from what LightningCLI hands over for an ``Any``-typed dict.
+
+    The CLI parses a nested ``class_path`` (an optimizer) into a Namespace and fills every
+    parameter of the class, the ones a callable leaves out (``params``) with None: back to plain
+    dicts, without the None placeholders of parameters that have no default.
+    """
+    import importlib
+    import inspect
+
+    from jsonargparse import Namespace
+
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        value = {k: _plain_args(v) for k, v in value.items()}
+        if isinstance(value.get("class_path"), str) and isinstance(value.get("init_args"), dict):
+            module, _, attr = value["class_path"].rpartition(".")
+            try:
+                params = inspect.signature(getattr(importlib.import_module(module), attr)).parameters
+            except (ImportError, AttributeError, ValueError, TypeError):
+                return value
+            required = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
+            value["init_args"] = {k: v for k, v in value["init_args"].items() if not (v is None and k in required)}
+        return value
+    if isinstance(value, list | tuple):
+        return type(value)(_plain_args(v) for v in value)
+    return value
 
 
 @register("model", "generative_replay", aliases=("dgr",))
@@ -138,6 +169,8 @@ class GenerativeReplay(ContinualModule):
         if replay_batch_size < 1 or (generator_batch_size is not None and generator_batch_size < 1):
             raise ConfigError("replay_batch_size and generator_batch_size must be >= 1")
         sample_seeds(torch.zeros(1), replay_seed)  # checks the seed's range
+        generator_args = _plain_args(generator_args or {})
+        self.hparams["generator_args"] = generator_args  # plain data in checkpoints, not the CLI's Namespace
         self.generator = build_generator(generator, generator_args, self.num_classes, self.data_shape)
         self.sample_options = dict(sample_options or {})
         check_options(self.generator.generate, self.sample_options, generator)
@@ -303,6 +336,7 @@ class GenerativeReplay(ContinualModule):
         clock = time.process_time()
         for p, trainable in zip(self.generator.parameters(), self._generator_trainable, strict=True):
             p.requires_grad_(trainable)
+        self.generator.train_classes = self.seen  # a GAN draws its fakes' labels among the classes seen so far
         try:
             trainer = self._quiet(lambda: L.Trainer(**self.generator_trainer_args(epochs)))
             self._quiet(lambda: trainer.fit(self.generator, train_dataloaders=loader))

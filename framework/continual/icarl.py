@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from framework.continual.base import ContinualModule
+from framework.continual.base import DistillingModule
 from framework.continual.features import extract_features
-from framework.continual.functional import distillation_loss, nme_scores, normalized_class_means
+from framework.continual.functional import nme_scores, normalized_class_means
 from registry import register
 
 
@@ -27,7 +26,7 @@ class _Flipped(nn.Module):
 
 
 @register("model", "icarl")
-class ICaRL(ContinualModule):
+class ICaRL(DistillingModule):
     """iCaRL as in PyCIL (``models/icarl.py``): CE + KD, herding exemplars, NME classification.
 
     Each step trains the whole net on its new classes plus the exemplar memory with
@@ -56,37 +55,20 @@ class ICaRL(ContinualModule):
     """
 
     def __init__(self, memory_size: int = 2000, temperature: float = 2.0, flip_means: bool = False, **kwargs: Any) -> None:
-        super().__init__(memory_size=memory_size, **kwargs)
-        self.temperature, self.flip_means = temperature, flip_means
-        self.old_backbone = copy.deepcopy(self.backbone).requires_grad_(False).eval()
-        self.old_head = copy.deepcopy(self.head).requires_grad_(False).eval()
+        super().__init__(memory_size=memory_size, temperature=temperature, **kwargs)
+        self.flip_means = flip_means
         self.register_buffer("means", torch.zeros(self.num_classes, self.num_features))
         self.cnn_correct: list[int] = []
         self.cnn_total: list[int] = []
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if hasattr(self, "old_backbone"):
-            self.old_backbone.eval()
-            self.old_head.eval()
-        return self
-
     def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
-        logits = self(x)[:, : self.seen]
-        ce = F.cross_entropy(logits, y)
-        if self.step == 0:
-            return ce
-        with torch.no_grad():
-            old_logits = self.old_head(self.old_backbone(x))[:, : self.known]
-        kd = distillation_loss(logits[:, : self.known], old_logits, self.temperature)
-        self.log("train/kd", kd)
-        return ce + kd
+        ce, kd = self.ce_and_kd(x, y)
+        return ce if kd is None else ce + kd
 
     def on_step_end(self, step: int) -> None:
         super().on_step_end(step)  # herding
         self.update_means()
-        self.old_backbone.load_state_dict(self.backbone.state_dict())
-        self.old_head.load_state_dict(self.head.state_dict())
+        self.keep_previous_model()
 
     @torch.no_grad()
     def update_means(self) -> None:

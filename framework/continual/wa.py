@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from framework.continual.base import ContinualModule
-from framework.continual.functional import distillation_loss, weight_align_gamma
+from framework.continual.base import DistillingModule
+from framework.continual.functional import weight_align_gamma
 from registry import register
 
 
 @register("model", "wa")
-class WA(ContinualModule):
+class WA(DistillingModule):
     """Maintaining discrimination and fairness: CE + KD with exemplars, then weight aligning.
 
     Each later step minimises (1 - l) CE + l KD with l = old / seen classes, KD at temperature
@@ -50,32 +48,16 @@ class WA(ContinualModule):
         head_bias: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(memory_size=memory_size, head_bias=head_bias, **kwargs)
-        self.temperature, self.norm = temperature, norm
+        super().__init__(memory_size=memory_size, head_bias=head_bias, temperature=temperature, **kwargs)
+        self.norm = norm
         self.clamp_gamma, self.clip_weights = clamp_gamma, clip_weights
-        # The previous step's model, frozen; a submodule so that checkpoints carry it.
-        self.old_backbone = copy.deepcopy(self.backbone).requires_grad_(False).eval()
-        self.old_head = copy.deepcopy(self.head).requires_grad_(False).eval()
         self.gammas: list[float] = []
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if hasattr(self, "old_backbone"):
-            self.old_backbone.eval()
-            self.old_head.eval()
-        return self
-
     def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
-        logits = self(x)[:, : self.seen]
-        ce = F.cross_entropy(logits, y)
-        if self.step == 0:
+        ce, kd = self.ce_and_kd(x, y)
+        if kd is None:
             return ce
-        known = self.known
-        with torch.no_grad():
-            old_logits = self.old_head(self.old_backbone(x))[:, :known]
-        kd = distillation_loss(logits[:, :known], old_logits, self.temperature)
-        ratio = known / self.seen
-        self.log("train/kd", kd)
+        ratio = self.known / self.seen
         return (1 - ratio) * ce + ratio * kd
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -87,8 +69,7 @@ class WA(ContinualModule):
         if step > 0:
             self.align_weights(self.known, self.seen)
         super().on_step_end(step)  # herding uses the aligned model's features (same features)
-        self.old_backbone.load_state_dict(self.backbone.state_dict())
-        self.old_head.load_state_dict(self.head.state_dict())
+        self.keep_previous_model()
 
     def method_metrics(self) -> dict[str, Any]:
         return {"gammas": list(self.gammas)}  # one per incremental step, in step order

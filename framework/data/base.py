@@ -137,6 +137,12 @@ class ClasszooDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_dataset, train=False)
 
+    def predict_dataloader(self) -> DataLoader:
+        """The test split (``lightning predict`` on a classifier scores the held-out images)."""
+        if self.test_dataset is None:
+            self.setup("predict")
+        return self._loader(self.test_dataset, train=False)
+
 
 class ImageDataModule(ClasszooDataModule):
     """Base of the image DataModules: the batched training augmentations every one of them takes.

@@ -290,10 +290,10 @@ class GlyphsDataModule(ImageDataModule):
         val_size: Training images held out for validation (stratified, ``split_seed``); 0
             validates on the test set.
         split_seed: Seed of the validation split.
-        **kwargs: Augmentation and loader options of
-            :class:`~framework.data.base.ImageDataModule` (``crop_padding``, ``cutout``,
-            ``batch_size``, ...). Leave ``horizontal_flip`` off: a mirrored glyph can be
-            another class (``b`` / ``d``, ``p`` / ``q``).
+        **kwargs: Training augmentations and loader options of
+            :class:`~framework.data.base.ImageDataModule` (``crop_padding``, ``cutout``, ...,
+            ``batch_size``). All off by default; ``horizontal_flip`` best stays off: a
+            mirrored glyph of some classes is another class or none.
     """
 
     def __init__(

@@ -32,6 +32,7 @@ __all__ = [
     "RandomCrop",
     "RandomHorizontalFlip",
     "build_augmentation",
+    "equalize",
 ]
 
 #: The policies of torchvision's ``AutoAugmentPolicy`` by the name the options take.
@@ -244,9 +245,12 @@ class AutoAugment:
                     continue
                 touched[index] = True
                 index = index.to(x.device)
-                image[index] = _apply_op(
-                    image[index], name, magnitude, self.reference.interpolation, [self.fill] * c
-                )
+                if name == "Equalize":  # torchvision's loops over images and channels; the same LUTs at once
+                    image[index] = equalize(image[index])
+                else:
+                    image[index] = _apply_op(
+                        image[index], name, magnitude, self.reference.interpolation, [self.fill] * c
+                    )
         if not touched.any():
             return x
         out = x.clone()
@@ -256,6 +260,25 @@ class AutoAugment:
 
     def __repr__(self) -> str:
         return f"AutoAugment(policy={self.policy!r}, fill={self.fill}, interpolation={self.interpolation!r})"
+
+
+def equalize(images: Tensor) -> Tensor:
+    """torchvision's ``equalize`` of a uint8 NCHW batch, every (image, channel) at once.
+
+    Per channel (PIL's ``ImageOps.equalize``): histogram h of the 256 levels; ``step =
+    (pixels - h[last non-empty level]) // 255``; level v maps to ``(cumsum(h)[v - 1] + step // 2)
+    // step`` (0 for v = 0), clipped to 255; a channel with ``step == 0`` is left as it is.
+    """
+    n, c, height, width = images.shape
+    flat = images.reshape(n * c, height * width).long()
+    hist = torch.zeros(n * c, 256, dtype=torch.long, device=images.device).scatter_add_(1, flat, torch.ones_like(flat))
+    top = flat.max(1, keepdim=True).values  # the last non-empty level
+    step = (height * width - hist.gather(1, top)) // 255  # (N*C, 1)
+    safe = step.clamp(min=1)
+    lut = (hist.cumsum(1) + safe // 2) // safe
+    lut = torch.cat([torch.zeros_like(lut[:, :1]), lut[:, :-1]], 1).clamp_(0, 255)
+    out = torch.where(step > 0, lut.gather(1, flat), flat)
+    return out.to(torch.uint8).reshape(n, c, height, width)
 
 
 def build_augmentation(

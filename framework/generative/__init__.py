@@ -5,3 +5,4 @@ Importing this package registers every family's entries (``diffusion``, ``flow``
 
 from framework.generative import fkc, guidance, guidance_clean, ode, search, verifiers  # noqa: F401
 from framework.generative import diffusion, flow, gan  # noqa: F401
+from framework.generative import generative_classifier  # noqa: F401

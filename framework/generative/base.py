@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor
 
 from framework.core import ClasszooModule
+from framework.errors import ConfigError
 from framework.generative.output import sample_seeds
 
 
@@ -38,6 +39,10 @@ class GenerativeModule(ClasszooModule):
         super().__init__(num_classes=num_classes, data_shape=data_shape)
         self.sample_seed = 0
         self.sample_options: dict[str, Any] = {}
+        #: Classes that training draws its own labels from (a GAN's fakes): labels below this
+        #: number; None: all ``num_classes``. Class-incremental compositions (generative replay)
+        #: set it to the classes seen so far; generators that learn only the data's labels ignore it.
+        self.train_classes: int | None = None
         #: Classifier evaluations of the last :meth:`generate` call (guidance, verifiers), per sample.
         self.last_classifier_evaluations = 0
         object.__setattr__(self, "_clean_classifier", None)
@@ -76,6 +81,33 @@ class GenerativeModule(ClasszooModule):
         """
         # LightningModule is not an ABC, so @abstractmethod alone would let this return None.
         raise NotImplementedError(f"{type(self).__name__} must implement generate(labels, seeds, **options)")
+
+    def conditional_residual(self, x: Tensor, labels: Tensor, levels: Tensor, noise: Tensor) -> Tensor:
+        """The training residual of data ``x`` under ``labels`` at given noise levels and noise.
+
+        The model's own training loss is the mean square of this residual over the data dims
+        when ``levels`` (B,) are drawn uniformly in (0, 1) and ``noise`` (shaped like ``x``)
+        from N(0, I): a family maps the quantiles ``levels`` to its own training distribution of
+        noise levels (diffusion: the formulation's :meth:`train_times`; flow: its training times)
+        and uses ``noise`` as its noise (diffusion) or source draw (flow). The generative
+        classifier (:mod:`framework.generative.classify`) compares classes on it. Families
+        without such an error (GANs) raise ConfigError.
+        """
+        raise ConfigError(
+            f"{type(self).__name__} has no conditional denoising error to classify with "
+            "(diffusion and flow models have one; use mode: exact for a model with log_likelihood)"
+        )
+
+    def conditional_error(
+        self, x: Tensor, labels: Tensor, levels: Tensor, noise: Tensor, loss: str = "l2"
+    ) -> Tensor:
+        """Per-sample (B,) conditional error: :meth:`conditional_residual` reduced by ``loss`` (l2, l1, huber).
+
+        With ``l2`` it is the model's per-sample training loss at the given levels and noise.
+        """
+        from framework.generative.classify import reduce_residual
+
+        return reduce_residual(self.conditional_residual(x, labels, levels, noise), loss)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         index, labels = batch

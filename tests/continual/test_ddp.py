@@ -2,20 +2,24 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+
+from tests import _processes as processes
 
 SCRIPT = Path(__file__).with_name("ddp_script.py")
 
 
+# Longer than the suite's 300 s: the process timeout (300 s) fails first, with its own message.
+@pytest.mark.timeout(360)
 def test_two_process_ddp_runs_the_protocol_in_lockstep(tmp_path):
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300, check=False)
+    proc = processes.run([sys.executable, str(SCRIPT), str(tmp_path)], env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert r0["done"] and r1["done"] and r0["epochs"] == r1["epochs"] == 2 + 3 * 1

@@ -135,9 +135,10 @@ def test_fetril_pseudo_features_per_batch_are_the_materialised_set_bit_for_bit()
     from framework.continual.functional import class_means, nearest_new_class, pseudo_features
 
     g = torch.Generator().manual_seed(0)
-    start, new, per, dim = 7, 3, 5, 6
-    labels = torch.arange(start, start + new).repeat_interleave(per)[torch.randperm(new * per, generator=g)]
-    features = torch.randn(new * per, dim, generator=g) + labels[:, None].float()
+    start, new, dim = 7, 3, 6
+    counts = torch.tensor([4, 7, 4])  # uneven classes, shuffled rows
+    labels = torch.arange(start, start + new).repeat_interleave(counts)[torch.randperm(int(counts.sum()), generator=g)]
+    features = torch.randn(len(labels), dim, generator=g) + labels[:, None].float()
     new_means = class_means(features, labels, range(start, start + new))
     old_means = torch.randn(start, dim, generator=g) * 3
     nearest = nearest_new_class(old_means, new_means)
@@ -149,7 +150,7 @@ def test_fetril_pseudo_features_per_batch_are_the_materialised_set_bit_for_bit()
         ys.append(torch.full((int((labels == start + n).sum()),), c))
     x_all, y_all = torch.cat(xs), torch.cat(ys)
     data = TranslatedFeatures(features, labels, new_means, old_means, nearest, start)
-    assert len(data) == len(x_all) == (new + start) * per and torch.equal(data.y, y_all)
+    assert len(data) == len(x_all) == len(labels) + int(counts[nearest].sum()) and torch.equal(data.y, y_all)
     order = torch.randperm(len(data), generator=g)
     for batch in order.split(4):  # any batch, any order: the same rows, bit for bit
         x, y = data.__getitems__(batch.tolist())

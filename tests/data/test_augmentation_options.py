@@ -30,6 +30,8 @@ def _files(name, root, monkeypatch) -> dict:
     if name == "image_folder":
         write_image_folder(root / "images", splits=("train", "val"), per_class=3, size=12)
         return {"root": str(root / "images"), "image_size": 12}
+    if name == "glyphs":
+        return {"root": str(root), "n_train": 2, "n_test": 1, "render_workers": 1}
     return {}
 
 

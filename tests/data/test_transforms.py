@@ -199,3 +199,17 @@ def test_bad_new_arguments():
         build_augmentation(cutout=4, cutout_holes=0)
     with pytest.raises(ConfigError, match="policy"):
         AutoAugment("cifar100")
+
+
+def test_batched_equalize_equals_torchvision():
+    from framework.data.transforms import equalize
+
+    g = torch.Generator().manual_seed(9)
+    x = torch.randint(0, 256, (6, 3, 24, 24), generator=g, dtype=torch.uint8)  # 576 pixels: step 1 or 2
+    x[1] = torch.randint(100, 104, (3, 24, 24), generator=g, dtype=torch.uint8)  # few levels
+    x[2] = 7  # one level: step 0, left alone
+    x[3, 0] = (torch.arange(576) % 200).to(torch.uint8).view(24, 24)
+    x[4] = (torch.rand(3, 24, 24, generator=g) ** 3 * 255).to(torch.uint8)  # skewed histogram
+    out = equalize(x)
+    assert torch.equal(out, TF.equalize(x)) and not torch.equal(out[[0, 1, 3, 4]], x[[0, 1, 3, 4]])
+    assert torch.equal(equalize(x[:, :1]), TF.equalize(x[:, :1]))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
 import sys
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 
 from framework.cli import main
 from tests.conftest import REPO
+from tests import _processes as processes
 
 QUICKSTART = os.path.join(REPO, "recipes", "quickstart.yaml")
 FLOW = os.path.join(REPO, "recipes", "flow_toy2d.yaml")
@@ -88,11 +88,35 @@ def test_missing_file_and_a_file_without_state_dict(tmp_path, capsys, in_tmp):
 
 
 def test_console_script_corrupt_checkpoint_exits_2_without_traceback(corrupt, tmp_path):
-    proc = subprocess.run(
+    proc = processes.run(
         [sys.executable, "-m", "framework", "fit", "--config", QUICKSTART, "--ckpt_path", corrupt, *QUIET],
-        capture_output=True, text=True, cwd=tmp_path, timeout=240,
+        cwd=tmp_path, timeout=240,
     )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "is not a readable checkpoint" in errors[0], proc.stderr
+
+
+def test_checkpoint_patterns_resolve_to_the_newest_match(tmp_path, capsys, in_tmp):
+    from framework.errors import ConfigError
+    from framework.loading import resolve_checkpoint
+
+    for version, stamp in ((0, 1_000_000), (1, 3_000_000), (2, 2_000_000)):
+        path = tmp_path / "lightning_logs" / f"version_{version}" / "checkpoints" / "x.ckpt"
+        path.parent.mkdir(parents=True)
+        path.write_text("")
+        os.utime(path, (stamp, stamp))
+    pattern = str(tmp_path / "lightning_logs" / "version_*" / "checkpoints" / "x.ckpt")
+    assert resolve_checkpoint(pattern).endswith("version_1/checkpoints/x.ckpt")  # newest, not the highest version
+    assert resolve_checkpoint(str(tmp_path / "plain.ckpt")) == str(tmp_path / "plain.ckpt")  # no pattern: as given
+    with pytest.raises(ConfigError, match="no checkpoint matches"):
+        resolve_checkpoint(str(tmp_path / "nothing_*" / "x.ckpt"))
+    # --ckpt_path takes a pattern too; one that matches nothing is one line.
+    assert main(_command("validate", QUICKSTART, str(tmp_path / "nothing_*.ckpt"))) == 2
+    assert "no checkpoint matches" in _error_line(capsys)
+
+
+def test_ckpt_path_pattern_names_the_checkpoint(flow_ckpt, in_tmp):
+    pattern = os.path.join(os.path.dirname(flow_ckpt), "*.ckpt")
+    assert main(_command("validate", FLOW, pattern) + ["--trainer.limit_val_batches=1"]) == 0

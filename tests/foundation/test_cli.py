@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -13,6 +12,7 @@ import yaml
 import framework
 from framework.cli import main, resolve_config, run_cli
 from framework.models.classifier import Classifier
+from tests import _processes as processes
 
 QUICKSTART = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "quickstart.yaml")
 QUICKSTART = os.path.abspath(QUICKSTART)
@@ -132,10 +132,7 @@ def test_console_scripts_exit_2_on_bad_input(in_tmp):
     bindir = os.path.dirname(sys.executable)
     for script in ("lightning", "classzoo"):
         assert os.path.exists(os.path.join(bindir, script)), f"console script {script} not installed"
-    proc = subprocess.run(
-        [sys.executable, "-m", "framework", "fit", "--config", QUICKSTART, "--model", "adcgn"],
-        capture_output=True, text=True,
-    )
+    proc = processes.run([sys.executable, "-m", "framework", "fit", "--config", QUICKSTART, "--model", "adcgn"], timeout=240)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "unknown model 'adcgn'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -155,9 +152,9 @@ def test_commands_that_are_not_ours_go_to_lightning_sdk(tmp_path):
     (dist / "entry_points.txt").write_text("[console_scripts]\nlightning = lightning_sdk.cli:main\n")
     env = {**os.environ, "PYTHONPATH": str(site)}
     code = "import sys; from framework.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.run([sys.executable, "-c", code, "login", "--x"], capture_output=True, text=True, env=env)
+    proc = processes.run([sys.executable, "-c", code, "login", "--x"], timeout=120, env=env)
     assert proc.returncode == 0 and "sdk got ['login', '--x']" in proc.stdout
-    proc = subprocess.run([sys.executable, "-c", code, "list", "model"], capture_output=True, text=True, env=env)
+    proc = processes.run([sys.executable, "-c", code, "list", "model"], timeout=120, env=env)
     assert proc.returncode == 0 and "classifier" in proc.stdout
 
 

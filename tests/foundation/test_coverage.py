@@ -75,3 +75,14 @@ def test_every_cpu_recipe_runs_one_intra_op_thread(recipe):
     # On 2 shared cores torch's two intra-op threads spin against any other load (2.5x slower).
     with open(recipe) as f:
         assert yaml.safe_load(f).get("torch_threads") == 1, f"{os.path.basename(recipe)} lacks torch_threads: 1"
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=os.path.basename)
+def test_recipe_checkpoints_follow_default_root_dir(recipe):
+    """A ModelCheckpoint with a pinned dirpath ignores --trainer.default_root_dir: recipes leave it to
+    Lightning (<default_root_dir>/lightning_logs/version_N/checkpoints/)."""
+    with open(recipe) as f:
+        config = yaml.safe_load(f)
+    callbacks = (config.get("trainer") or {}).get("callbacks") or []
+    pinned = [c for c in callbacks if isinstance(c, dict) and (c.get("init_args") or {}).get("dirpath")]
+    assert not pinned, f"{os.path.basename(recipe)} pins checkpoints to {pinned[0]['init_args']['dirpath']}"

@@ -11,12 +11,14 @@ import socket
 
 import lightning as L
 import torch
-import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
 from framework.cli import leave_process_group
 from framework.core import ClasszooModule
 from framework.trainer import ClasszooTrainer
+import pytest
+
+from tests import _processes as processes
 
 
 class NoisyLinear(ClasszooModule):
@@ -75,8 +77,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Longer than the suite's 300 s: the process timeout (300 s) fails first, with its own message.
+@pytest.mark.timeout(360)
 def test_ranks_draw_apart_and_resume_exactly(tmp_path):
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    processes.spawn(_worker, (_free_port(), str(tmp_path)), nprocs=2, timeout=300)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     # 8 samples, 2 per batch, 2 ranks: 2 steps per epoch on each rank.
     assert len(r0["whole"]) == len(r1["whole"]) == 6

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import textwrap
 
 import pytest
 
 from registry import DuplicateNameError, Registry, UnknownNameError
+from tests import _processes as processes
 
 
 class Alpha:
@@ -79,7 +79,7 @@ def test_namespace_serves_every_member():
 
 def test_the_registry_package_does_not_import_torch():
     code = "import sys, registry; assert 'torch' not in sys.modules, 'registry imported torch'"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    processes.run([sys.executable, "-c", code], timeout=120, check=True, capture_output=False)
 
 
 def test_plugins_register_through_a_real_entry_point(tmp_path):
@@ -113,4 +113,4 @@ def test_plugins_register_through_a_real_entry_point(tmp_path):
     env = {"PYTHONPATH": str(site)}
     import os
 
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, **env})
+    processes.run([sys.executable, "-c", code], timeout=120, check=True, capture_output=False, env={**os.environ, **env})

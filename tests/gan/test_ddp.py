@@ -1,11 +1,11 @@
 """adcgan under DDP: 2 CPU processes over gloo stay in sync (weights, EMA, counters) and draw different fakes."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
+from tests import _processes as processes
 
 SCRIPT = Path(__file__).with_name("ddp_script.py")
 
@@ -14,9 +14,7 @@ def test_two_process_ddp_keeps_replicas_in_sync(tmp_path):
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path)], env=env, capture_output=True, text=True, timeout=240, check=False
-    )
+    proc = processes.run([sys.executable, str(SCRIPT), str(tmp_path)], env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     # 9 optimizer steps with n_dis = 2: 6 D steps and 3 G steps on each rank.

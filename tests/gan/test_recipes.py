@@ -51,7 +51,9 @@ def test_sample_command_writes_ema_samples(in_tmp):
              "--trainer.check_val_every_n_epoch=1", "--trainer.enable_progress_bar=false",
              "--trainer.enable_model_summary=false", "--trainer.default_root_dir=run"]
     assert main(["fit", "--config", str(RECIPES / "adcgan_digits.yaml"), *steps]) == 0
-    ckpt = in_tmp / "outputs" / "adcgan_digits" / "adcgan_digits.ckpt"  # the recipe's ModelCheckpoint
+    # The recipe's ModelCheckpoint writes under --trainer.default_root_dir (Lightning's convention).
+    ckpt = in_tmp / "run" / "lightning_logs" / "version_0" / "checkpoints" / "adcgan_digits.ckpt"
+    assert not (in_tmp / "outputs").exists() and not (in_tmp / "lightning_logs").exists()
     out = in_tmp / "samples"
     assert main(["sample", "--config", str(RECIPES / "adcgan_digits.yaml"), "--ckpt_path", str(ckpt),
                  "--num_per_class", "3", "--output", str(out)]) == 0

@@ -16,7 +16,6 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
 from framework.callbacks import GenerationMetrics
@@ -27,6 +26,7 @@ from framework.trainer import ClasszooTrainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _toy_generator import ToyGenerator  # noqa: E402
+from tests import _processes as processes
 
 TRAINER_ARGS = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                     enable_checkpointing=False)  # fmt: skip
@@ -84,8 +84,10 @@ def evaluator(tmp_path_factory):
     return str(path)
 
 
+# Longer than the suite's 300 s: the process timeout (300 s) fails first, with its own message.
+@pytest.mark.timeout(360)
 def test_two_processes_give_what_one_gives(tmp_path, evaluator):
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path), evaluator), nprocs=2, start_method="spawn")
+    processes.spawn(_worker, (_free_port(), str(tmp_path), evaluator), nprocs=2, timeout=300)
 
     one = load_samples(ClasszooTrainer(devices=1, **TRAINER_ARGS).sample(
         _model(), num_per_class=5, output=str(tmp_path / "one"), batch_size=2))  # fmt: skip

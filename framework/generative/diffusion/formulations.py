@@ -170,6 +170,25 @@ class Formulation(ABC):
         eps = net(x_t, self.noise_level(t), labels)
         return x_hat - expand(sigma, x_hat) * eps.to(x_hat.dtype)
 
+    def train_times(self, u: Tensor) -> Tensor:
+        """Training times at quantiles ``u`` in (0, 1) of their distribution: ``U(train_eps, T)``."""
+        return u * (self.t_max - self.train_eps) + self.train_eps
+
+    def residual(
+        self, net: Net, x0: Tensor, labels: Tensor | None, t: Tensor, noise: Tensor, likelihood_weighting: bool = False
+    ) -> Tensor:
+        """The training residual at given times and noise: the loss is its mean square over dims.
+
+        With an eps-predicting net, ``eps_hat(x_t) - z`` for ``x_t = alpha x0 + std z``
+        (score_sde's ``|| s std + z ||``); likelihood weighting scales it by ``g(t) / std(t)``.
+        """
+        mean, std = self.marginal(x0, t)
+        x_t = mean + expand(std, x0) * noise
+        r = net(x_t, self.noise_level(t), labels) - noise
+        if likelihood_weighting:
+            r = r * expand(self.sde(x_t, t)[1] / std, x0)
+        return r
+
     def loss(
         self, net: Net, x0: Tensor, labels: Tensor | None, likelihood_weighting: bool = False
     ) -> Tensor:
@@ -179,16 +198,9 @@ class Formulation(ABC):
         ``|| z - eps_hat ||^2``; likelihood weighting multiplies by ``g(t)^2 / std(t)^2``.
         """
         b = x0.shape[0]
-        t = torch.rand(b, device=x0.device, dtype=x0.dtype) * (self.t_max - self.train_eps) + self.train_eps
+        t = self.train_times(torch.rand(b, device=x0.device, dtype=x0.dtype))
         z = torch.randn_like(x0)
-        mean, std = self.marginal(x0, t)
-        x_t = mean + expand(std, x0) * z
-        eps = net(x_t, self.noise_level(t), labels)
-        per_sample = (eps - z).pow(2).reshape(b, -1).mean(1)
-        if likelihood_weighting:
-            g = self.sde(x_t, t)[1]
-            per_sample = per_sample * g**2 / std**2
-        return per_sample
+        return self.residual(net, x0, labels, t, z, likelihood_weighting).pow(2).reshape(b, -1).mean(1)
 
 
 @register("formulation", "vp")
@@ -394,6 +406,20 @@ class EDM(Formulation):
         """``lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2``."""
         return (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
 
+    def train_times(self, u: Tensor) -> Tensor:
+        """Training noise levels at quantiles ``u`` of EDM's log-normal: ``exp(p_mean + p_std Phi^-1(u))``."""
+        return (self.p_mean + self.p_std * math.sqrt(2) * torch.erfinv(2 * u - 1)).exp()
+
+    def residual(
+        self, net: Net, x0: Tensor, labels: Tensor | None, t: Tensor, noise: Tensor, likelihood_weighting: bool = False
+    ) -> Tensor:
+        """``sqrt(lambda(sigma)) (D(x0 + sigma n) - x0)`` at ``sigma = t``: EDM's loss is its mean square."""
+        if likelihood_weighting:
+            raise ConfigError("likelihood weighting is defined for the vp/subvp/ve SDE losses, not edm")
+        noisy = x0 + expand(t, x0) * noise
+        denoised = self.denoise(net, noisy, t, labels)
+        return expand(self.loss_weight(t).sqrt(), x0) * (denoised - x0)
+
     def loss(
         self, net: Net, x0: Tensor, labels: Tensor | None, likelihood_weighting: bool = False
     ) -> Tensor:
@@ -402,6 +428,5 @@ class EDM(Formulation):
             raise ConfigError("likelihood weighting is defined for the vp/subvp/ve SDE losses, not edm")
         b = x0.shape[0]
         sigma = (torch.randn(b, device=x0.device, dtype=x0.dtype) * self.p_std + self.p_mean).exp()
-        noisy = x0 + expand(sigma, x0) * torch.randn_like(x0)
-        denoised = self.denoise(net, noisy, sigma, labels)
-        return self.loss_weight(sigma) * (denoised - x0).pow(2).reshape(b, -1).mean(1)
+        noise = torch.randn_like(x0)
+        return self.residual(net, x0, labels, sigma, noise).pow(2).reshape(b, -1).mean(1)

@@ -216,6 +216,17 @@ class Diffusion(GenerativeModule):
             net = functools.partial(self, augment_labels=augment_labels)
         return self.formulation.loss(net, x0, y, self.likelihood_weighting).mean()
 
+    def conditional_residual(self, x: Tensor, labels: Tensor, levels: Tensor, noise: Tensor) -> Tensor:
+        """The formulation's training residual at times ``train_times(levels)`` (no label dropout, no augmentation).
+
+        vp / subvp / ve: ``eps_hat - noise`` (Li et al. 2023's epsilon error; times ``g / std``
+        under likelihood weighting); edm: ``sqrt(lambda(sigma)) (D - x)`` at EDM's log-normal
+        ``sigma``, i.e. the loss each was trained on, at the level distribution it was trained on.
+        """
+        t = self.formulation.train_times(levels.to(x.dtype))
+        y = labels if self.num_classes > 0 else None
+        return self.formulation.residual(self, x, y, t, noise.to(x.dtype), self.likelihood_weighting)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch[0], batch[1]
         loss = self.loss(x, y)

@@ -24,6 +24,7 @@ from framework.generative.flow.paths import (
     build_path,
     denoised_from_velocity,
     path_noise_level,
+    quantile_times,
     sample_times,
 )
 from framework.generative.flow.sources import build_source
@@ -174,7 +175,9 @@ class FlowMatching(GenerativeModule):
 
     def _load_net(self, checkpoint: str) -> None:
         from framework.errors import DataNotFoundError
+        from framework.loading import resolve_checkpoint
 
+        checkpoint = resolve_checkpoint(checkpoint, "init_checkpoint")
         if not os.path.isfile(checkpoint):
             raise DataNotFoundError(f"init_checkpoint not found: {checkpoint}")
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
@@ -254,6 +257,20 @@ class FlowMatching(GenerativeModule):
             drop = torch.rand(len(y), device=y.device) < self.label_dropout
             y = torch.where(drop, torch.full_like(y, self.null_label), y)
         return F.mse_loss(self(s.xt, s.t, y), s.ut)
+
+    def conditional_residual(self, x: Tensor, labels: Tensor, levels: Tensor, noise: Tensor) -> Tensor:
+        """``v(x_t, t, y) - u_t`` at training times ``t`` of quantiles ``levels``, source draw ``x0 = noise``.
+
+        No coupling (each row keeps its own (x0, x)) and no label dropout. The point is the path's
+        mean at t plus its std times its own noise where the path defines it by x0 (``target_cfm``);
+        paths with extra noise (``sigma > 0``) are evaluated on their mean path (that noise set to 0).
+        """
+        if self.source.name != "gaussian":
+            raise ConfigError(f"the conditional error needs the Gaussian source, not {self.source.name!r}")
+        t = quantile_times(levels.to(x.dtype), self.time_sampling, self.time_mean, self.time_std)
+        x0 = noise.to(x.dtype)
+        xt, ut = self.path.conditional_point(x0, x, t)
+        return self(xt, t, labels if self.num_classes > 0 else None) - ut
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         # (x, y), or (x, y, x0) when the data fixes the source samples (reflow pairs).

@@ -46,6 +46,7 @@ __all__ = [
     "path_noise_level",
     "ot_plan",
     "sample_plan",
+    "quantile_times",
     "sample_times",
     "TIME_SAMPLINGS",
 ]
@@ -136,6 +137,11 @@ class ProbabilityPath:
             eps = torch.randn_like(x0) if self.sigma > 0 else torch.zeros_like(x0)
         xt = self.sample_xt(x0, x1, t, eps)
         return PathSample(t, xt, self.velocity(x0, x1, t, xt), x0, x1, labels, eps)
+
+    def conditional_point(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x_t, u_t)`` for given pairs, without coupling and with the extra noise (sigma) at 0."""
+        xt = self.sample_xt(x0, x1, t, torch.zeros_like(x0))
+        return xt, self.velocity(x0, x1, t, xt)
 
     def score_coefficient(self, t: Tensor) -> Tensor:
         """``d u / d score`` of the marginal velocity at ``t`` (classifier guidance), sigma = 0.
@@ -340,6 +346,11 @@ class TargetCFM(ProbabilityPath):
         tp = _pad(t, x1)
         return (x1 - (1 - self.sigma) * xt) / (1 - (1 - self.sigma) * tp)
 
+    def conditional_point(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        # The source sample is the path's noise, as in training.
+        xt = self.sample_xt(x0, x1, t, x0)
+        return xt, self.velocity(x0, x1, t, xt)
+
     def score_coefficient(self, t: Tensor) -> Tensor:
         return self.std(t) / t
 
@@ -419,3 +430,12 @@ def sample_times(
     else:
         raise ConfigError(f"unknown time sampling {kind!r}; choose one of {', '.join(TIME_SAMPLINGS)}")
     return t.to(device=device, dtype=dtype)
+
+
+def quantile_times(u: Tensor, kind: str = "uniform", mean: float = 0.0, std: float = 1.0) -> Tensor:
+    """The training times of :func:`sample_times` at quantiles ``u`` in (0, 1) of their distribution."""
+    if kind == "uniform":
+        return u
+    if kind == "logit_normal":
+        return torch.sigmoid(mean + std * math.sqrt(2) * torch.erfinv(2 * u - 1))
+    raise ConfigError(f"unknown time sampling {kind!r}; choose one of {', '.join(TIME_SAMPLINGS)}")

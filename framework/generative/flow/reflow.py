@@ -27,8 +27,9 @@ __all__ = ["PairDataset", "ReflowPairs", "generate_pairs", "load_flow"]
 def load_flow(checkpoint: str, map_location: str | torch.device = "cpu"):
     """The ``flow`` model saved in a Lightning checkpoint (EMA weights if it was trained with EMA)."""
     from framework.generative.flow.model import FlowMatching
-    from framework.loading import load_trained, read_checkpoint
+    from framework.loading import load_trained, read_checkpoint, resolve_checkpoint
 
+    checkpoint = resolve_checkpoint(checkpoint, "reflow teacher")
     if not os.path.isfile(checkpoint):
         raise DataNotFoundError(f"reflow: teacher checkpoint not found: {checkpoint} (train the teacher recipe first)")
     if "net" not in read_checkpoint(checkpoint, "reflow teacher").get("hyper_parameters", {}):
@@ -144,6 +145,9 @@ class ReflowPairs(ClasszooDataModule):
         }
         self.seed, self.cache, self.generation_device = seed, cache, device
         self.generation_batch_size = generation_batch_size
+        from framework.loading import resolve_checkpoint
+
+        checkpoint = self.checkpoint = resolve_checkpoint(checkpoint, "reflow teacher")
         if not os.path.isfile(checkpoint):
             raise DataNotFoundError(f"reflow: teacher checkpoint not found: {checkpoint} (train the teacher recipe first)")
         hparams = torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {})

@@ -188,7 +188,7 @@ class ADCGAN(GenerativeModule):
         self._base_seed = torch.initial_seed()
 
     def _fake_batch(self, batch_size: int, stream: int, counter: int) -> tuple[Tensor, Tensor]:
-        """Latents and uniformly drawn class labels for one batch of fakes.
+        """Latents and uniformly drawn class labels (below ``train_classes``) for one batch of fakes.
 
         Drawn from a generator seeded by (run seed, rank, ``stream``, ``counter``): ranks
         started with the same seed still draw different fakes, and a run resumed from a
@@ -200,7 +200,8 @@ class ADCGAN(GenerativeModule):
         seed = (self._base_seed + 0x9E3779B97F4A7C15 * (lane + 1) + 0xBF58476D1CE4E5B9 * counter) % 2**64
         noise = torch.Generator(device=self.device).manual_seed(seed)
         z = torch.randn(batch_size, self.generator.latent_dim, device=self.device, generator=noise)
-        labels = torch.randint(0, self.num_classes, (batch_size,), device=self.device, generator=noise)
+        classes = self.num_classes if self.train_classes is None else self.train_classes
+        labels = torch.randint(0, classes, (batch_size,), device=self.device, generator=noise)
         return z, labels
 
     def _discriminate(self, images: Tensor, labels: Tensor) -> DiscriminatorOutput:

@@ -1,0 +1,146 @@
+"""Digits: classifiers steering generators at inference, judged by an independent classifier.
+
+Needs, under ``--workdir`` (default ``outputs/steer``), checkpoints trained once, 1 thread each::
+
+    guide/        lightning fit --config recipes/quickstart.yaml                  (cnn, seed 0: guides, verifies)
+    judge/        lightning fit --config recipes/evaluator_digits.yaml --seed_everything 1 \\
+                      --model.init_args.net mlp --model.init_args.net_args '{"hidden": [256, 256], "dropout": 0.1}'
+    diff_uncond/  lightning fit --config recipes/diffusion_digits_uncond.yaml --trainer.max_steps=1000
+    diff_cond/    lightning fit --config recipes/diffusion_digits.yaml --trainer.max_steps=1000
+    noisy/        lightning fit --config recipes/noisy_classifier_digits.yaml --trainer.max_epochs=20
+
+(each run in its folder; the newest ``*.ckpt`` below it is used). ``--table guidance`` samples
+every configuration of GUIDANCE, ``--table search`` every (algorithm, budget) of SEARCH on the
+conditional model's plain sampler, ``--table fkc`` FKC beside CFG at about the same NFE;
+each scored by :func:`eval_generated.evaluate_samples` with the *judge* (another net and seed
+than the guide): accuracy, Fréchet ratio at equal sample counts, memorisation check. Prints a
+JSON line per configuration and writes them all to ``--out``.
+
+    OMP_NUM_THREADS=1 python benchmarks/steering_digits.py --table guidance --out docs/benchmarks/steering_guidance.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from eval_generated import evaluate_samples  # noqa: E402
+
+# (name, model, generate options, model attributes): model "uncond" / "cond".
+GUIDANCE = [
+    ("uncond, no guidance", "uncond", {}),
+    ("uncond, elucd s=1", "uncond", {"guidance": "elucd", "guidance_scale": 1.0}),
+    ("uncond, elucd s=2", "uncond", {"guidance": "elucd", "guidance_scale": 2.0}),
+    ("cond, no guidance", "cond", {}),
+    ("cond, gfcg w=1", "cond", {"guidance": "gfcg", "guidance_scale": 1.0}),
+    ("cond, gfcg w=2", "cond", {"guidance": "gfcg", "guidance_scale": 2.0}),
+    ("cond, cfg w=2", "cond", {"guidance": "cfg", "guidance_scale": 2.0}),
+    ("cond, noise-aware classifier s=1", "cond", {"guidance": "classifier", "guidance_scale": 1.0}),
+]
+# Search on the conditional model's plain dpmpp_2m (10 steps = 10 NFE): budgets 1x, 4x, 16x.
+SEARCH_SAMPLER = {"sampler": "dpmpp_2m", "steps": 10}
+SEARCH = [
+    ("plain", None, {}),
+    ("random n=4", "random", {"n": 4}),
+    ("random n=16", "random", {"n": 16}),
+    ("zero_order n=3 K=1", "zero_order", {"n": 3, "rounds": 1}),
+    ("zero_order n=3 K=4", "zero_order", {"n": 3, "rounds": 4}),
+    ("paths n=1 m=1", "paths", {"n": 1, "m": 1}),
+    ("paths n=2 m=2", "paths", {"n": 2, "m": 2}),
+]
+FKC = [
+    ("cfg w=3, edm_heun 18 steps", {"guidance": "cfg", "guidance_scale": 3.0}),
+    ("fkc w=3, K=4, 8 steps", {"search": "fkc", "search_args": {"particles": 4, "scale": 3.0, "steps": 8}}),
+    ("cfg w=3 (fkc sampler, K=1, no weights), 32 steps",
+     {"search": "fkc", "search_args": {"particles": 1, "scale": 3.0, "steps": 32, "resample": False}}),
+]
+
+
+def newest(folder: Path) -> Path:
+    return max(folder.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+
+
+def load(workdir: Path, which: str, guide: Path, noisy: Path | None):
+    from framework.loading import load_trained
+
+    model = load_trained(newest(workdir / f"diff_{which}"), role=f"{which} generator")
+    model.set_clean_classifier(str(guide))
+    if noisy is not None and which == "cond":
+        from framework.generative.diffusion.model import load_noisy_classifier
+
+        model.guidance_classifier = load_noisy_classifier(str(noisy))
+    return model
+
+
+def sample(model, per_class: int, batch: int = 120, **options) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """``per_class`` samples of each class (seeds 0..N-1); NFE and classifier evaluations per sample."""
+    labels = torch.arange(10).repeat_interleave(per_class)
+    seeds = torch.arange(len(labels))
+    out, nfe, evals, verified = [], [], [], []
+    cpu = time.process_time()
+    for i in range(0, len(labels), batch):
+        out.append(model.generate(labels[i:i + batch], seeds[i:i + batch], **options).clamp(-1, 1))
+        nfe.append(model.last_nfe)
+        evals.append(model.last_classifier_evaluations)
+        if options.get("search") not in (None, "fkc"):
+            verified.append(model.last_search_scores)
+    cost = {"nfe": sum(nfe) / len(nfe), "classifier_evaluations": sum(evals) / len(evals),
+            "cpu_seconds": round(time.process_time() - cpu, 1)}  # fmt: skip
+    if verified:  # the verifier's (guide's) mean log p(y | x0) of the chosen samples
+        cost["verifier_mean_log_prob"] = round(float(torch.cat(verified).mean()), 4)
+    return torch.cat(out), labels, cost
+
+
+def score(images, labels, judge: Path, guide: Path) -> dict:
+    r = evaluate_samples((images.numpy(), labels.numpy()), evaluator=str(judge), verbose=False)
+    g = evaluate_samples((images.numpy(), labels.numpy()), evaluator=str(guide), verbose=False)
+    keys = ("accuracy", "fd_ratio_equal", "nn_train_median", "nn_train_median_test", "num_samples", "real_accuracy")
+    out = {f"judge_{k}" if k in ("accuracy", "real_accuracy") else k: round(r[k], 4) for k in keys}
+    out["guide_accuracy"] = round(g["accuracy"], 4)  # the verifier's / guide's own view: hacking shows as a gap
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", choices=("guidance", "search", "fkc"), required=True)
+    parser.add_argument("--workdir", type=Path, default=ROOT / "outputs" / "steer")
+    parser.add_argument("--per-class", type=int, default=36, help="36 x 10 = the 360 test digits")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    w = args.workdir
+    guide, judge = newest(w / "guide"), newest(w / "judge")
+    noisy = newest(w / "noisy") if (w / "noisy").is_dir() and any((w / "noisy").rglob("*.ckpt")) else None
+    rows, models = [], {}
+    if args.table == "guidance":
+        plan = [(name, which, opts) for name, which, opts in GUIDANCE if noisy or opts.get("guidance") != "classifier"]
+    elif args.table == "search":
+        plan = [(name, "cond", {**SEARCH_SAMPLER, **({"search": s, "search_args": a} if s else {})})
+                for name, s, a in SEARCH]  # fmt: skip
+    else:
+        plan = [(name, "cond", opts) for name, opts in FKC]
+    for name, which, opts in plan:
+        if which not in models:
+            models[which] = load(w, which, guide, noisy)
+        images, labels, cost = sample(models[which], args.per_class, **opts)
+        row = {"config": name, **cost, **score(images, labels, judge, guide)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    machine = {"threads": 1, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+               "guide": str(guide.relative_to(w)), "judge": str(judge.relative_to(w))}  # fmt: skip
+    if args.out:
+        args.out.write_text(json.dumps({"rows": rows, "machine": machine}, indent=1) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
