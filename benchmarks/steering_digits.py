@@ -36,10 +36,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from eval_generated import evaluate_samples  # noqa: E402
 
 # (name, model, generate options, model attributes): model "uncond" / "cond".
+DDPM35 = {"sampler": "ddpm", "steps": 35}  # ancestral, as the EluCD reference's p_sample
 GUIDANCE = [
-    ("uncond, no guidance", "uncond", {}),
-    ("uncond, elucd s=1", "uncond", {"guidance": "elucd", "guidance_scale": 1.0}),
-    ("uncond, elucd s=2", "uncond", {"guidance": "elucd", "guidance_scale": 2.0}),
+    ("uncond, no guidance, edm_heun 18", "uncond", {}),
+    ("uncond, no guidance, ddpm 35", "uncond", DDPM35),
+    ("uncond, elucd s=1, ddpm 35", "uncond", {"guidance": "elucd", "guidance_scale": 1.0, **DDPM35}),
+    ("uncond, elucd s=1 kappa=0, ddpm 35", "uncond",
+     {"guidance": "elucd", "guidance_scale": 1.0, "guidance_args": {"kappa": 0.0}, **DDPM35}),
+    ("uncond, elucd s=1, edm_heun 18", "uncond", {"guidance": "elucd", "guidance_scale": 1.0}),
+    ("uncond, elucd s=0.5, edm_heun 18", "uncond", {"guidance": "elucd", "guidance_scale": 0.5}),
     ("cond, no guidance", "cond", {}),
     ("cond, gfcg w=1", "cond", {"guidance": "gfcg", "guidance_scale": 1.0}),
     ("cond, gfcg w=2", "cond", {"guidance": "gfcg", "guidance_scale": 2.0}),
@@ -60,6 +65,7 @@ SEARCH = [
 FKC = [
     ("cfg w=3, edm_heun 18 steps", {"guidance": "cfg", "guidance_scale": 3.0}),
     ("fkc w=3, K=4, 8 steps", {"search": "fkc", "search_args": {"particles": 4, "scale": 3.0, "steps": 8}}),
+    ("fkc w=3, K=2, 32 steps", {"search": "fkc", "search_args": {"particles": 2, "scale": 3.0, "steps": 32}}),
     ("cfg w=3 (fkc sampler, K=1, no weights), 32 steps",
      {"search": "fkc", "search_args": {"particles": 1, "scale": 3.0, "steps": 32, "resample": False}}),
 ]
@@ -111,11 +117,23 @@ def score(images, labels, judge: Path, guide: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", choices=("guidance", "search", "fkc"), required=True)
+    parser.add_argument("--table", choices=("guidance", "search", "fkc"))
+    parser.add_argument("--markdown", nargs="+", type=Path, metavar="JSON", help="print the rows of JSON files as a table")
+    parser.add_argument("--plot", nargs=2, type=Path, metavar=("JSON", "PNG"), help="plot a search table against NFE")
     parser.add_argument("--workdir", type=Path, default=ROOT / "outputs" / "steer")
     parser.add_argument("--per-class", type=int, default=36, help="36 x 10 = the 360 test digits")
+    parser.add_argument("--which", choices=("uncond", "cond", "all"), default="all", help="generators to run")
+    parser.add_argument("--only", help="run only the configurations whose name contains this")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(args.markdown))
+        return []
+    if args.plot:
+        plot_search(*args.plot)
+        return []
+    if args.table is None:
+        parser.error("give --table, --markdown or --plot")
     torch.set_num_threads(1)
     w = args.workdir
     guide, judge = newest(w / "guide"), newest(w / "judge")
@@ -128,6 +146,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 for name, s, a in SEARCH]  # fmt: skip
     else:
         plan = [(name, "cond", opts) for name, opts in FKC]
+    plan = [p for p in plan if args.which in ("all", p[1]) and (args.only is None or args.only in p[0])]
     for name, which, opts in plan:
         if which not in models:
             models[which] = load(w, which, guide, noisy)
@@ -140,6 +159,44 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "machine": machine}, indent=1) + "\n")
     return rows
+
+
+def plot_search(json_path: Path, png: Path) -> None:
+    """Judge accuracy and verifier log-probability against NFE per algorithm (the search table's JSON)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = json.loads(json_path.read_text())["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for algo in ("random", "zero_order", "paths"):
+        pts = sorted([r for r in rows if r["config"].startswith(algo) or r["config"] == "plain"], key=lambda r: r["nfe"])
+        nfe = [r["nfe"] for r in pts]
+        axes[0].plot(nfe, [r["judge_accuracy"] for r in pts], "o-", label=algo)
+        axes[0].plot(nfe, [r["guide_accuracy"] for r in pts], "x:", color=axes[0].lines[-1].get_color())
+        axes[1].plot(nfe, [r.get("verifier_mean_log_prob", float("nan")) for r in pts], "o-", label=algo)
+    axes[0].set(xscale="log", xlabel="NFE per sample", ylabel="accuracy (o judge, x verifier)")
+    axes[1].set(xscale="log", xlabel="NFE per sample", ylabel="verifier mean log p(y | x0)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def markdown(paths: list[Path]) -> str:
+    """The rows of the JSON files as one Markdown table (docs/benchmarks/steering.md)."""
+    head = ("| configuration | NFE | classifier evals | judge accuracy | guide accuracy | verifier log p | "
+            "Fréchet ratio (equal counts) | NN-train median (test: real) | samples | CPU s |")  # fmt: skip
+    lines = [head, "|" + "---|" * 10]
+    for path in paths:
+        for r in json.loads(Path(path).read_text())["rows"]:
+            v = r.get("verifier_mean_log_prob")
+            lines.append(
+                f"| {r['config']} | {r['nfe']:g} | {r['classifier_evaluations']:g} | {100 * r['judge_accuracy']:.1f}% "
+                f"| {100 * r['guide_accuracy']:.1f}% | {'' if v is None else f'{v:.3f}'} | {r['fd_ratio_equal']:.2f} "
+                f"| {r['nn_train_median']:.2f} ({r['nn_train_median_test']:.2f}) | {r['num_samples']} | {r['cpu_seconds']} |"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 import registry
 from framework.data.base import ClasszooDataModule, InMemoryDataset
@@ -78,7 +78,7 @@ class GeneratedDataModule(ClasszooDataModule):
     the real ones, so a classifier trained on it is scored on real data.
 
     Args:
-        generator: Checkpoint of a trained class-conditional generator.
+        generator: Checkpoint of a trained class-conditional generator (or the generator itself, in a notebook).
         generator_model: Registry name of its model (default: recorded in the checkpoint).
         real: Registry name of the real DataModule (``digits``, ``cifar10``, ...).
         real_args: Its arguments (batch sizes are this module's).
@@ -99,7 +99,7 @@ class GeneratedDataModule(ClasszooDataModule):
 
     def __init__(
         self,
-        generator: str = "",
+        generator: str | nn.Module = "",
         generator_model: str | None = None,
         real: str = "digits",
         real_args: dict[str, Any] | None = None,
@@ -147,7 +147,7 @@ class GeneratedDataModule(ClasszooDataModule):
         return real[torch.randint(len(real), (self.num_samples,), generator=g)]
 
     def _cache_path(self, labels: Tensor) -> Path | None:
-        if self.cache_dir is None:
+        if self.cache_dir is None or not isinstance(self.generator_path, str):
             return None
         key = json.dumps({"checkpoint": file_digest(self.generator_path), "options": self.options, "seed": self.seed,
                           "labels": hashlib.sha256(labels.numpy().tobytes()).hexdigest()}, sort_keys=True, default=str)

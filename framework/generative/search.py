@@ -150,7 +150,7 @@ class Search:
 
 @register("search", "random", aliases=("best_of_n",))
 class RandomSearch(Search):
-    """Random search: the best of ``n`` initial noises by the verifier (Ma et al. 2025, sec. 3.2).
+    """Random search: the best of ``n`` initial noises by the verifier (Ma et al. 2025).
 
     Args:
         n: Candidates per sample (budget: ``n`` times the plain sampler's NFE).
@@ -175,7 +175,7 @@ class RandomSearch(Search):
 
 @register("search", "zero_order")
 class ZeroOrderSearch(Search):
-    """Zero-order search: ``rounds`` rounds of the pivot and ``n`` neighbours at cosine ``threshold`` (sec. 3.2).
+    """Zero-order search: ``rounds`` rounds of the pivot and ``n`` neighbours at cosine ``threshold`` (Ma et al. 2025).
 
     Each round scores the pivot and its neighbours (``n + 1`` samples, as the reference); the best
     becomes the next pivot, or a fresh noise when no neighbour beat the pivot. The best sample
@@ -225,7 +225,7 @@ class ZeroOrderSearch(Search):
 
 @register("search", "paths", aliases=("search_over_paths",))
 class PathSearch(Search):
-    """Search over paths (sec. 3.2; tt-scale-flux ``path_search.py``), scoring ``x0_hat`` at every round.
+    """Search over paths (Ma et al. 2025; tt-scale-flux ``path_search.py``), scoring ``x0_hat`` at every round.
 
     Start ``n`` paths and run them to level ``sigma_start``; while the level is above 0, noise
     each path forward to ``level + delta_f`` ``m`` times (the schedule's marginal), run each to

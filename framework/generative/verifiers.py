@@ -2,7 +2,7 @@
 
 A verifier is called as ``verifier(x0_hat, labels) -> (B,) scores`` (higher is better) on the
 *denoised estimate* of a state, never on the noisy state itself (Ma et al. 2025, "Inference-time
-scaling for diffusion models beyond scaling denoising steps", sec. 3). Write your own by
+scaling for diffusion models beyond scaling denoising steps"). Write your own by
 subclassing :class:`Verifier` and registering it::
 
     from framework.generative.verifiers import Verifier

@@ -75,3 +75,14 @@ class PermutedLabelGenerator(GenerativeModule):
             pool = torch.nonzero(self.labels == (label + self.shift) % self.num_classes).flatten()
             out.append(self.images[pool[seed % len(pool)]])
         return torch.stack(out)
+
+
+def save_checkpoint(model, path) -> str:
+    """Write ``model`` as a Lightning checkpoint (its class recorded, as every classzoo model's) and return the path."""
+    import lightning as L
+
+    trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    return str(path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import pytest
 import torch
 
@@ -13,7 +12,7 @@ from framework.generative import classify
 from framework.generative.diffusion import Diffusion
 from framework.generative.flow.model import FlowMatching
 from framework.generative.generative_classifier import GenerativeClassifier
-from tests.compositions._generators import gaussian_log_density, gaussian_mixture_diffusion
+from tests.compositions._generators import gaussian_log_density, gaussian_mixture_diffusion, save_checkpoint
 
 MEANS = torch.tensor([[-0.6, 0.2], [0.5, -0.3]], dtype=torch.float64)
 STD = 0.35
@@ -194,24 +193,17 @@ def test_a_bad_schedule_is_one_config_error(kwargs, message):
         GenerativeClassifier(generator=model, **kwargs)
 
 
-def _save(model, path):
-    trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(path)
-    return str(path)
-
 
 def test_a_generator_that_does_not_fit_is_one_config_error(tmp_path):
     from framework.generative.gan.module import ADCGAN
     from framework.models.classifier import Classifier
 
     with pytest.raises(ConfigError, match="^generator: .*holds a Classifier, not a GenerativeModule"):
-        GenerativeClassifier(generator=_save(Classifier(num_classes=10), tmp_path / "c.ckpt"))
+        GenerativeClassifier(generator=save_checkpoint(Classifier(num_classes=10), tmp_path / "c.ckpt"))
     with pytest.raises(ConfigError, match="^generator: .*trained on 3 classes, the data have 10"):
-        GenerativeClassifier(generator=_save(Diffusion(num_classes=3, net_args=TINY_UNET), tmp_path / "d.ckpt"))
+        GenerativeClassifier(generator=save_checkpoint(Diffusion(num_classes=3, net_args=TINY_UNET), tmp_path / "d.ckpt"))
     with pytest.raises(ConfigError, match="unconditional"):
-        GenerativeClassifier(generator=_save(Diffusion(num_classes=0, net_args=TINY_UNET), tmp_path / "u.ckpt"))
+        GenerativeClassifier(generator=save_checkpoint(Diffusion(num_classes=0, net_args=TINY_UNET), tmp_path / "u.ckpt"))
     gan = GenerativeClassifier(generator=ADCGAN(num_classes=10), calibrate=False)  # builds; it has no error to classify with
     with pytest.raises(ConfigError, match="no conditional denoising error"):
         gan.score(torch.zeros(1, 1, 8, 8))

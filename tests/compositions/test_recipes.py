@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -15,6 +14,7 @@ import torch
 from framework.cli import main
 from framework.generative.diffusion import Diffusion
 from framework.generative.flow.model import FlowMatching
+from tests.compositions._generators import save_checkpoint
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 FAST = ["--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -22,21 +22,14 @@ TINY_UNET = {"channels": 8, "channel_mult": [1], "num_res_blocks": 1, "attn_reso
 SMALL = ["--model.n_samples=[2, 4]", "--model.to_keep=[2, 1]", "--data.eval_batch_size=16"]
 
 
-def _save(model, path) -> str:
-    trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(path)
-    return str(path)
-
 
 @pytest.fixture(scope="module")
 def generators(tmp_path_factory):
     root = tmp_path_factory.mktemp("generators")
     torch.manual_seed(0)
     return {
-        "diffusion": _save(Diffusion(num_classes=10, net_args=TINY_UNET), root / "edm.ckpt"),
-        "flow": _save(FlowMatching(num_classes=10, net_args=TINY_UNET, time_sampling="logit_normal"), root / "flow.ckpt"),
+        "diffusion": save_checkpoint(Diffusion(num_classes=10, net_args=TINY_UNET), root / "edm.ckpt"),
+        "flow": save_checkpoint(FlowMatching(num_classes=10, net_args=TINY_UNET, time_sampling="logit_normal"), root / "flow.ckpt"),
     }
 
 
@@ -58,7 +51,7 @@ def test_classifier_recipe_tests_and_predicts(recipe, family, generators, in_tmp
 def test_a_checkpoint_that_is_no_generator_exits_2_with_one_line(in_tmp):
     from framework.models.classifier import Classifier
 
-    path = _save(Classifier(num_classes=10), in_tmp / "clf.ckpt")
+    path = save_checkpoint(Classifier(num_classes=10), in_tmp / "clf.ckpt")
     run = subprocess.run(
         [sys.executable, "-m", "framework", "test", "--config", str(RECIPES / "diffusion_classifier_digits.yaml"),
          "--model.generator", path, *FAST], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},

@@ -61,7 +61,8 @@ def test_invalid_gamma_is_one_config_error(gamma):
 def test_a_gamma_too_small_for_the_data_raises_instead_of_nan_weights():
     R, W = rls_init(6, 3, 1e-320)  # R0 = I / gamma overflows to inf
     X = torch.randn(5, 6, dtype=torch.float64)
-    with pytest.raises(ConfigError, match="gamma 1e-320"):
+    # the value in the message depends on whether torch flushes subnormals (fits do: on_fit_start)
+    with pytest.raises(ConfigError, match="gamma"):
         rls_update(R, W, X, F.one_hot(torch.arange(5) % 3, 3).double(), 1e-320)
 
 

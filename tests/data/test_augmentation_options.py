@@ -13,7 +13,7 @@ from framework.data.base import ImageDataModule
 from framework.data.transforms import Cutout, RandomCrop, RandomHorizontalFlip
 from framework.errors import ConfigError
 
-NOT_IMAGES = {"toy2d", "class_incremental", "few_shot_incremental", "reflow_pairs"}  # vectors, wrappers, pairs
+NOT_IMAGES = {"toy2d", "class_incremental", "few_shot_incremental", "reflow_pairs", "generated"}  # vectors, wrappers, pairs
 
 
 def _files(name, root, monkeypatch) -> dict:

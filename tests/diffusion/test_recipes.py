@@ -22,7 +22,10 @@ SMALL_NET = {
     "dit": ['--model.init_args.net_args={"hidden_size": 16, "depth": 1, "num_heads": 2, "patch_size": 2}'],
     "song_unet": ['--model.init_args.net_args={"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": []}'],
 }
-RECIPE_FILES = sorted(glob.glob(os.path.join(RECIPES, "diffusion_*.yaml"))) + [os.path.join(RECIPES, "noisy_classifier_digits.yaml")]
+# the diffusion_classifier composition needs a trained generator: tests/compositions runs it
+RECIPE_FILES = sorted(
+    p for p in glob.glob(os.path.join(RECIPES, "diffusion_*.yaml")) if not p.endswith("_classifier_digits.yaml")
+) + [os.path.join(RECIPES, "noisy_classifier_digits.yaml")]
 
 
 @pytest.mark.parametrize("recipe", RECIPE_FILES, ids=os.path.basename)

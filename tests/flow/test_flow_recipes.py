@@ -12,8 +12,9 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 FAST = ["--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
-# every CPU flow recipe ("flow_*.yaml"; the CIFAR-10 one is checked against its reference below)
-CPU_RECIPES = sorted(p.name for p in RECIPES.glob("flow_*.yaml") if "cifar" not in p.name)
+# every CPU flow recipe ("flow_*.yaml"; the CIFAR-10 one is checked against its reference below;
+# flow_classifier_digits.yaml is a composition that needs a trained generator: tests/compositions runs it)
+CPU_RECIPES = sorted(p.name for p in RECIPES.glob("flow_*.yaml") if "cifar" not in p.name and "classifier" not in p.name)
 
 
 @pytest.mark.parametrize("recipe", CPU_RECIPES)
