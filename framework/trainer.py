@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from framework.callbacks.final_checkpoint import FinalCheckpoint
 from framework.errors import ClasszooError, ConfigError
 from framework.generative.base import GenerativeModule
-from framework.generative.output import SampleRequests, SampleWriter, check_options
+from framework.generative.output import SHARD_SIZE, SampleRequests, SampleWriter, check_options
 from framework.io import AtomicCheckpointIO
 
 __all__ = ["ClasszooTrainer"]
@@ -71,12 +71,16 @@ class ClasszooTrainer(L.Trainer):
         guidance: str | None = None,
         guidance_scale: float | None = None,
         options: dict[str, Any] | None = None,
+        shard_size: int = SHARD_SIZE,
     ) -> Path:
         """Generate ``num_per_class`` samples of every class and write them to ``output``.
 
         Writes ``output/samples.npz`` (``images`` float32 in [-1, 1], ``labels`` int64,
         ordered by class), ``output/grid.png`` (one row per class) and
-        ``output/sample_config.json``. Sample ``i`` has label ``i // num_per_class`` and is
+        ``output/sample_config.json``. Runs of more than ``shard_size`` samples write
+        ``output/samples-KKKKK-of-NNNNN.npz`` shards while they run (memory independent of the
+        number of samples) and a ``samples.npz`` that lists them; :func:`~framework.generative.output.load_samples`
+        and :func:`~framework.generative.output.iter_samples` read both layouts. Sample ``i`` has label ``i // num_per_class`` and is
         generated from its own seed (:func:`~framework.generative.output.sample_seeds`), so a run gives the same images on
         one device or many (each rank generates its share; rank 0 merges and writes).
         Prediction runs with inference mode off so that classifier guidance can
@@ -99,9 +103,10 @@ class ClasszooTrainer(L.Trainer):
             guidance: Guidance name (e.g. ``cfg``, ``classifier``).
             guidance_scale: Guidance strength.
             options: Further keyword arguments for the model's ``generate``.
+            shard_size: Samples per file; longer runs are written in shards of this many.
 
         Returns:
-            The path of ``samples.npz``.
+            The path of ``samples.npz`` (the samples, or the list of shards).
         """
         if not isinstance(model, GenerativeModule):
             raise ConfigError(f"sample needs a generative model, got {type(model).__name__}")
@@ -131,8 +136,10 @@ class ClasszooTrainer(L.Trainer):
                 "seed": seed,
                 "options": generate_options,
             },
+            shard_size=shard_size,
         )
         writer.expected = len(requests)
+        writer.gather_every = max(1, shard_size // (batch_size * max(1, self.world_size)))
         loader = DataLoader(requests, batch_size=batch_size, shuffle=False)
 
         saved_model_state = (model.sample_seed, model.sample_options)

@@ -57,6 +57,8 @@ def _worker(rank: int, port: int, out: str, evaluator: str) -> None:
     torch.set_num_threads(1)
     trainer = ClasszooTrainer(devices=2, strategy="ddp", **TRAINER_ARGS)
     trainer.sample(_model(), num_per_class=5, output=os.path.join(out, "two"), batch_size=2)
+    # In shards of 4, sent to rank 0 every 2 batches; rank 0 has 8 batches of 1, rank 1 has 7.
+    trainer.sample(_model(), num_per_class=5, output=os.path.join(out, "sharded"), batch_size=1, shard_size=4)
     trainer = L.Trainer(devices=2, strategy="ddp", callbacks=[_metrics_callback(evaluator)], **TRAINER_ARGS)
     result = trainer.validate(_model(), DataLoader(_val_data(), batch_size=4), verbose=False)
     if rank == 0:
@@ -93,6 +95,10 @@ def test_two_processes_give_what_one_gives(tmp_path, evaluator):
     assert json.loads((tmp_path / "two" / "sample_config.json").read_text())["world_size"] == 2
     np.testing.assert_array_equal(one[1], two[1])
     np.testing.assert_array_equal(one[0], two[0])
+    sharded = load_samples(tmp_path / "sharded")
+    assert len(list((tmp_path / "sharded").glob("samples-*-of-00004.npz"))) == 4
+    np.testing.assert_array_equal(one[1], sharded[1])
+    np.testing.assert_array_equal(one[0], sharded[0])
 
     trainer = L.Trainer(devices=1, callbacks=[_metrics_callback(evaluator)], **TRAINER_ARGS)
     single = trainer.validate(_model(), DataLoader(_val_data(), batch_size=4), verbose=False)[0]
