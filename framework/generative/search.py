@@ -26,6 +26,8 @@ by the trajectory and the verifier (``SearchResult``).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -130,14 +132,15 @@ def _rows(x: Tensor, n: int) -> Tensor:
     return x.repeat_interleave(n, dim=0)
 
 
-class Search:
+class Search(ABC):
     """Base class: ``search(trajectory, verifier, labels, seeds) -> SearchResult``."""
 
     #: Whether the algorithm scores candidates (FKC does not: it reweights by its own weights).
     needs_verifier: bool = True
 
+    @abstractmethod
     def __call__(self, trajectory: Trajectory, verifier: Verifier, labels: Tensor, seeds: Tensor) -> SearchResult:
-        raise NotImplementedError
+        """The chosen samples of ``labels`` (one per seed) with their scores and costs."""
 
     @staticmethod
     def _finish(trajectory: Trajectory, verifier: Verifier, x: Tensor, scores: Tensor, calls0: int, batch: int):

@@ -20,6 +20,8 @@ none); ``evaluations`` counts the samples it scored (reported apart from the gen
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from typing import Any
 
 import torch
@@ -31,7 +33,7 @@ from registry import REGISTRY, register
 __all__ = ["ClassifierVerifier", "Verifier", "build_verifier"]
 
 
-class Verifier:
+class Verifier(ABC):
     """Base class: ``verifier(x0_hat, labels) -> (B,)`` scores, higher is better; counts the samples scored.
 
     Args:
@@ -41,9 +43,9 @@ class Verifier:
     def __init__(self, classifier: nn.Module | None = None) -> None:
         self.classifier, self.evaluations = classifier, 0
 
+    @abstractmethod
     def score(self, x0_hat: Tensor, labels: Tensor) -> Tensor:
-        """The scores; subclasses implement this."""
-        raise NotImplementedError
+        """The (B,) scores of ``x0_hat`` for ``labels``, higher is better."""
 
     @torch.no_grad()
     def __call__(self, x0_hat: Tensor, labels: Tensor) -> Tensor:
