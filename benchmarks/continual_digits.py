@@ -67,6 +67,18 @@ def _mean(rows: list[dict], key: str) -> float:
     return statistics.mean(r[key] for r in rows)
 
 
+def seed_summary(rows: list[dict]) -> dict:
+    """One method's runs over seeds: mean per-step accuracy, AIA with its sd, last accuracy, forgetting."""
+    aia = [r["average_incremental_accuracy"] for r in rows]
+    return {
+        "steps": [statistics.mean(r["accuracy"][s] for r in rows) for s in range(len(rows[0]["accuracy"]))],
+        "aia": statistics.mean(aia),
+        "aia_sd": statistics.stdev(aia) if len(aia) > 1 else 0.0,
+        "last": _mean(rows, "last_accuracy"),
+        "forgetting": _mean(rows, "forgetting"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -89,12 +101,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for entry in RUNS:
         rows = [r for r in results if r["method"] == entry[0]]
-        steps = [statistics.mean(r["accuracy"][s] for r in rows) for s in range(len(rows[0]["accuracy"]))]
-        aia = [r["average_incremental_accuracy"] for r in rows]
-        spread = statistics.stdev(aia) if len(aia) > 1 else 0.0
+        m = seed_summary(rows)
         print(
-            f"| {entry[0]} | {' / '.join(f'{a:.1f}' for a in steps)} | {statistics.mean(aia):.2f} ± {spread:.2f}"
-            f" | {_mean(rows, 'last_accuracy'):.2f} | {_mean(rows, 'forgetting'):.2f} | {_mean(rows, 'wall_seconds'):.1f} |"
+            f"| {entry[0]} | {' / '.join(f'{a:.1f}' for a in m['steps'])} | {m['aia']:.2f} ± {m['aia_sd']:.2f}"
+            f" | {m['last']:.2f} | {m['forgetting']:.2f} | {_mean(rows, 'wall_seconds'):.1f} |"
         )
     print()
     print("Other figures (means over seeds; steps 1.. after the base step):")

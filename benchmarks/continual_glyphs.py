@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECIPES = os.path.join(HERE, "..", "recipes")
+sys.path.insert(0, HERE)
+from continual_digits import seed_summary  # noqa: E402 - the seed summary of every continual table
 METHODS = ("finetune", "ncm", "fetril", "acil", "icarl", "wa", "joint")
 
 
@@ -109,13 +111,9 @@ def table(results: list[dict], methods) -> None:
         rows = [r for r in results if r["method"] == method]
         if not rows:
             continue
-        aia = [r["average_incremental_accuracy"] for r in rows]
-        sd = statistics.stdev(aia) if len(aia) > 1 else 0.0
-        steps = [statistics.mean(r["accuracy"][s] for r in rows) for s in range(len(rows[0]["accuracy"]))]
-        last = statistics.mean(r["last_accuracy"] for r in rows)
-        forgetting = statistics.mean(r["forgetting"] for r in rows)
-        print(f"| {method} | {statistics.mean(aia):.2f} ± {sd:.2f} (n={len(rows)}) | {last:.2f} | {forgetting:.2f} | "
-              f"{' '.join(f'{a:.1f}' for a in steps)} |")  # fmt: skip
+        m = seed_summary(rows)
+        print(f"| {method} | {m['aia']:.2f} ± {m['aia_sd']:.2f} (n={len(rows)}) | {m['last']:.2f} | {m['forgetting']:.2f} | "
+              f"{' '.join(f'{a:.1f}' for a in m['steps'])} |")  # fmt: skip
 
 
 def plot(results: list[dict], methods, path: str) -> None:

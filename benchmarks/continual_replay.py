@@ -32,7 +32,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from continual_digits import run  # noqa: E402 - the recipe runner of the digits table
+from continual_digits import run, seed_summary  # noqa: E402 - the recipe runner and table of the digits benchmark
 
 RUNS = [
     ("finetune", "finetune_digits.yaml"),
@@ -171,14 +171,11 @@ def print_table(labels: list[str], results: list[dict]) -> None:
         rows = [r for r in results if r["method"] == label]
         if not rows:
             continue
-        steps = [statistics.mean(r["accuracy"][s] for r in rows) for s in range(len(rows[0]["accuracy"]))]
-        aia = [r["average_incremental_accuracy"] for r in rows]
-        spread = statistics.stdev(aia) if len(aia) > 1 else 0.0
-        cpu = [statistics.mean(r["step_cpu_seconds"][s] for r in rows) for s in range(len(steps))]
+        m = seed_summary(rows)
+        cpu = [statistics.mean(r["step_cpu_seconds"][s] for r in rows) for s in range(len(m["steps"]))]
         print(
-            f"| {label} | {len(rows)} | {' / '.join(f'{a:.1f}' for a in steps)} | {statistics.mean(aia):.2f} ± {spread:.2f}"
-            f" | {statistics.mean(r['last_accuracy'] for r in rows):.2f}"
-            f" | {statistics.mean(r['forgetting'] for r in rows):.2f} | {' / '.join(f'{c:.1f}' for c in cpu)} |"
+            f"| {label} | {len(rows)} | {' / '.join(f'{a:.1f}' for a in m['steps'])} | {m['aia']:.2f} ± {m['aia_sd']:.2f}"
+            f" | {m['last']:.2f} | {m['forgetting']:.2f} | {' / '.join(f'{c:.1f}' for c in cpu)} |"
         )
 
 
