@@ -175,12 +175,12 @@ class FlowMatching(GenerativeModule):
 
     def _load_net(self, checkpoint: str) -> None:
         from framework.errors import DataNotFoundError
-        from framework.loading import resolve_checkpoint
+        from framework.loading import read_checkpoint, resolve_checkpoint
 
         checkpoint = resolve_checkpoint(checkpoint, "init_checkpoint")
         if not os.path.isfile(checkpoint):
             raise DataNotFoundError(f"init_checkpoint not found: {checkpoint}")
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+        state = read_checkpoint(checkpoint, "init_checkpoint")["state_dict"]
         net_state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
         try:
             self.net.load_state_dict(net_state)

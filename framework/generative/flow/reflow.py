@@ -145,12 +145,12 @@ class ReflowPairs(ClasszooDataModule):
         }
         self.seed, self.cache, self.generation_device = seed, cache, device
         self.generation_batch_size = generation_batch_size
-        from framework.loading import resolve_checkpoint
+        from framework.loading import read_checkpoint, resolve_checkpoint
 
         checkpoint = self.checkpoint = resolve_checkpoint(checkpoint, "reflow teacher")
         if not os.path.isfile(checkpoint):
             raise DataNotFoundError(f"reflow: teacher checkpoint not found: {checkpoint} (train the teacher recipe first)")
-        hparams = torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+        hparams = read_checkpoint(checkpoint, "reflow teacher").get("hyper_parameters", {})
         if "data_shape" not in hparams:
             raise ConfigError(f"reflow: {checkpoint} holds no model hyper-parameters (not a flow checkpoint?)")
         self.num_classes = int(hparams.get("num_classes", 0))
