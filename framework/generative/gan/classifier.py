@@ -10,7 +10,6 @@ entry ``gan_discriminator`` the trunk as a backbone of the ``classifier`` model.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -44,10 +43,9 @@ class DiscriminatorClassifier(nn.Module):
     def from_checkpoint(cls, checkpoint: str, map_location: str = "cpu") -> DiscriminatorClassifier:
         """Load an ``adcgan``/``acgan``/``tacgan`` checkpoint and keep its discriminator."""
         from framework.generative.gan.module import ADCGAN
+        from framework.loading import load_trained
 
-        if not os.path.isfile(checkpoint):
-            raise ConfigError(f"GAN checkpoint not found: {checkpoint}")
-        return cls(ADCGAN.load_from_checkpoint(checkpoint, map_location=map_location))
+        return cls(load_trained(checkpoint, ADCGAN, role="GAN", base=ADCGAN, map_location=map_location, freeze=False))
 
     def features(self, x: Tensor) -> Tensor:
         return self.discriminator.trunk(x)
@@ -91,11 +89,8 @@ def discriminator_backbone(data_shape: Sequence[int], checkpoint: str, freeze: b
         freeze: Keep the trunk's weights fixed (no gradients).
     """
     from framework.generative.gan.module import ADCGAN
+    from framework.loading import load_trained
 
-    if not os.path.isfile(checkpoint):
-        raise ConfigError(f"GAN checkpoint not found: {checkpoint}")
-    gan = ADCGAN.load_from_checkpoint(checkpoint, map_location="cpu")
-    if tuple(data_shape) != tuple(gan.data_shape):
-        raise ConfigError(f"the GAN in {checkpoint} was trained on shape {gan.data_shape}, the data has {tuple(data_shape)}")
+    gan = load_trained(checkpoint, ADCGAN, role="GAN", base=ADCGAN, data_shape=data_shape, freeze=False)
     trunk = gan.discriminator.trunk
     return trunk.requires_grad_(False) if freeze else trunk
