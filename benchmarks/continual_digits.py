@@ -1,13 +1,13 @@
 """Digits class-incremental table for every continual method (the digits recipes' settings).
 
-    OMP_NUM_THREADS=1 python benchmarks/continual_digits.py [--seeds 0 1 2] [--out results.json]
+    OMP_NUM_THREADS=1 python benchmarks/continual_digits.py [--seeds 0 1 2] [--methods acil icarl] [--out results.json]
 
 Runs each recipes/<method>_digits.yaml (in-process, same arguments as the CLI) for each seed and
 prints per-step accuracy, average incremental accuracy (AIA), last accuracy and forgetting, then
 per method the means over seeds of the old- and new-class accuracy per step, for the few-shot runs
 the base / novel accuracy and their harmonic mean per session, and WA's gammas of every run.
-finetune, joint, ncm, fetril and wa use the class-incremental scenario (4 base classes, then
-3 steps of 2); teen and its finetune/joint bounds use the few-shot one (4 base, 3 x 2-way 5-shot).
+finetune, joint, ncm, fetril, wa, acil and icarl use the class-incremental scenario (4 base
+classes, then 3 steps of 2); teen and its finetune/joint bounds use the few-shot one (4 base, 3 x 2-way 5-shot).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ RUNS = [
     ("fetril (linear, PyCIL)", "fetril_digits.yaml", {"classifier": "linear", "distance": "cosine"}),
     ("wa", "wa_digits.yaml"),
     ("wa (PyCIL options)", "wa_digits.yaml", {"norm": 2.0, "clamp_gamma": False, "clip_weights": False, "head_bias": True}),
+    ("acil", "acil_digits.yaml"),
+    ("icarl", "icarl_digits.yaml"),
     ("finetune (few-shot)", "finetune_digits_fewshot.yaml"),
     ("joint (few-shot)", "joint_digits.yaml", {}, "teen_digits.yaml"),
     ("teen (few-shot)", "teen_digits.yaml"),
@@ -82,11 +84,17 @@ def seed_summary(rows: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", default=None, help="only these rows (their printed names)")
     parser.add_argument("--out", default=None, help="write every run's metrics.json here (one JSON list)")
     args = parser.parse_args()
+    names = [entry[0] for entry in RUNS]
+    unknown = sorted(set(args.methods or []) - set(names))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {names}")
+    runs = [entry for entry in RUNS if args.methods is None or entry[0] in args.methods]
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     results = []
-    for entry in RUNS:
+    for entry in runs:
         label, recipe = entry[0], entry[1]
         overrides = entry[2] if len(entry) > 2 else {}
         data_recipe = entry[3] if len(entry) > 3 else None
@@ -99,7 +107,7 @@ def main() -> None:
             json.dump(results, f, indent=1)
     print("| method | per-step accuracy (%) | AIA | last | forgetting | wall (s) |")
     print("|---|---|---|---|---|---|")
-    for entry in RUNS:
+    for entry in runs:
         rows = [r for r in results if r["method"] == entry[0]]
         m = seed_summary(rows)
         print(
@@ -108,10 +116,14 @@ def main() -> None:
         )
     print()
     print("Other figures (means over seeds; steps 1.. after the base step):")
-    for entry in RUNS:
+    for entry in runs:
         rows = [r for r in results if r["method"] == entry[0]]
         parts = [f"{key} {_per_step(rows, key)}" for key in DETAIL_KEYS if key in rows[0]]
         print(f"* {entry[0]}: " + "; ".join(parts))
+        if "cnn_average_incremental_accuracy" in rows[0]:
+            cnn = [statistics.mean(r["cnn_accuracy"][s] for r in rows) for s in range(len(rows[0]["cnn_accuracy"]))]
+            print(f"  CNN head beside the NME: AIA {_mean(rows, 'cnn_average_incremental_accuracy'):.2f}, "
+                  f"per step {' / '.join(f'{a:.1f}' for a in cnn)}")
         if "gammas" in rows[0]:
             print(f"  gammas: " + "; ".join(f"seed {r['seed']}: " + ", ".join(f"{g:.3f}" for g in r["gammas"]) for r in rows))
 

@@ -65,6 +65,11 @@ class ContinualModule(ClasszooModule):
         memory_size: Total exemplar budget, split evenly over the seen classes (0: no memory).
         memory_per_class: Fixed exemplars per class instead of a total budget.
         head_bias: Whether the linear head has a bias.
+        base_checkpoint: Checkpoint of a continual run (any method with the same net and
+            classes, e.g. ``finetune`` with ``epochs: 0``) whose backbone and head weights
+            replace this model's before the base step; with ``base_epochs: 0`` the base step
+            trains nothing and every method starts from the same base model (a pretrained base
+            as FeTrIL's official code uses; benchmarks/continual_glyphs.py shares one per seed).
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class ContinualModule(ClasszooModule):
         memory_size: int = 0,
         memory_per_class: int | None = None,
         head_bias: bool = True,
+        base_checkpoint: str | None = None,
     ) -> None:
         super().__init__(num_classes=num_classes, data_shape=data_shape)
         if num_classes < 2:
@@ -92,6 +98,9 @@ class ContinualModule(ClasszooModule):
         self.backbone = registry.create("net", net, data_shape=self.data_shape, **(net_args or {}))
         self.num_features = int(self.backbone.num_features)
         self.head = self.build_head(head_bias)
+        self.base_checkpoint = base_checkpoint
+        if base_checkpoint:
+            self.load_base(base_checkpoint)
         self.base_epochs, self.epochs = base_epochs, epochs
         self.base_optimizer, self.optimizer = base_optimizer, optimizer
         self.base_scheduler, self.scheduler = base_scheduler, scheduler
@@ -115,6 +124,21 @@ class ContinualModule(ClasszooModule):
     def build_head(self, bias: bool) -> nn.Module:
         """The classifier over all ``num_classes`` (rows of unseen classes are masked out)."""
         return nn.Linear(self.num_features, self.num_classes, bias=bias)
+
+    def load_base(self, path: str) -> None:
+        """Backbone and head weights from a continual checkpoint (``base_checkpoint``); one-line errors."""
+        from framework.loading import read_checkpoint
+
+        state = read_checkpoint(path, "base_checkpoint")["state_dict"]
+        for name, part in (("backbone", self.backbone), ("head", self.head)):
+            prefix = name + "."
+            weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            try:
+                part.load_state_dict(weights)
+            except RuntimeError as err:
+                raise ConfigError(
+                    f"base_checkpoint {path}: its {name} does not fit this model's: {str(err).splitlines()[0]}"
+                ) from None
 
     def reset_rows(self, start: int, end: int) -> None:
         """Fresh initialisation of the head rows of new classes (PyCIL's ``update_fc`` does the same)."""
@@ -287,7 +311,8 @@ class ContinualModule(ClasszooModule):
         self._step_clock = time.perf_counter()
         self._step_cpu_clock = time.process_time()
         start, end = self.scenario.step_range(step)
-        self.reset_rows(start, end)
+        if not (step == 0 and self.base_checkpoint):  # the loaded base rows are the base step's
+            self.reset_rows(start, end)
         self.on_step_start(step)
         self._sync_from_rank_zero()
         self._new_optimizer = self.step_epochs(step) > 0

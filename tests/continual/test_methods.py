@@ -235,3 +235,23 @@ def test_wa_writes_its_gammas_to_metrics_json(runs):
     _, other = runs["fetril"]
     with open(os.path.join(other.default_root_dir, "metrics.json")) as f:
         assert "gammas" not in json.load(f)
+
+
+def test_base_checkpoint_gives_every_method_the_same_base_model(tmp_path):
+    """A finetune run's checkpoint (later steps untrained) is the base of other methods: with
+    ``base_epochs: 0`` their base step reproduces its base accuracy, no base training is run,
+    and a checkpoint that does not fit is one ConfigError line."""
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ck", filename="base")
+    base, _ = run("finetune", cil(), tmp_path / "base", callbacks=[ckpt], base_epochs=3, epochs=0)
+    path = str(tmp_path / "ck" / "base.ckpt")
+    assert base.results()["accuracy"][0] > 50
+    for name in ("finetune", "icarl", "ncm"):
+        model, _ = run(name, cil(), tmp_path / name, base_checkpoint=path, base_epochs=0, epochs=1,
+                       **({"memory_size": 40} if name == "icarl" else {}))
+        head_accuracy = model.method_metrics()["cnn_accuracy"][0] if name == "icarl" else model.results()["accuracy"][0]
+        if name != "ncm":  # the loaded head classifies the base step exactly as in the base run
+            assert head_accuracy == pytest.approx(base.results()["accuracy"][0]), name
+        assert model.done and model.results()["accuracy"][0] > 50, name
+    with pytest.raises(ConfigError, match="base_checkpoint"):
+        create("model", "finetune", num_classes=10, data_shape=(1, 8, 8), net="cnn", net_args={"channels": [8, 16]},
+               base_checkpoint=path)
