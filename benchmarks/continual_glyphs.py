@@ -1,22 +1,30 @@
 """Glyphs B50 + 10 steps of 5: every class-incremental method, several seeds, table and accuracy-per-step plot.
 
-    OMP_NUM_THREADS=1 MPLBACKEND=Agg python benchmarks/continual_glyphs.py [--seeds 0 1 2] [--jobs 3] \\
-        [--base-epochs 5] [--epochs 2] [--memory 500] \\
+    OMP_NUM_THREADS=1 MPLBACKEND=Agg python benchmarks/continual_glyphs.py [--seeds 0 1 2] [--jobs 2] \\
+        [--base-epochs 10] [--epochs 2] [--joint-epochs 1] [--memory 2000] \\
         [--out docs/benchmarks/continual_glyphs.json] [--plot docs/benchmarks/continual_glyphs.png]
 
 Runs recipes/<method>_glyphs_b50_10steps.yaml (glyphs, 100 training and 50 test images per
-class, class order seed 1993, the small CNN) through the CLI, one process per run and ``--jobs``
-at a time, with ``seed_everything`` = the seed and shorter training than the recipes so that
-21 runs fit a shared 2-core machine: ``--base-epochs`` for every method's base step,
-``--epochs`` for the later steps of finetune, iCaRL and WA (joint: ``--joint-epochs``), and
-``--memory`` exemplars for iCaRL and WA. WA runs on the same B50 scenario here (its recipe is
-B0). Prints per-step mean accuracy, AIA mean and standard deviation over seeds, last accuracy
-and forgetting, and writes every run's metrics.json into ``--out``.
+class, class order seed 1993, the small CNN, SGD lr 0.05) through the CLI, one process per run
+and ``--jobs`` at a time, with ``seed_everything`` = the seed.
+
+The same base model for every method of a seed: one ``finetune`` run per seed trains the base
+step (``--base-epochs``, the recipes' SGD and cosine schedule) with its later steps untrained,
+and its checkpoint is every other method's ``base_checkpoint`` (``base_epochs: 0``). WA trains
+its own base step with the same net, epochs, optimizer and seed, because its official head
+differs (no bias, weights clipped to >= 0 from the first step; ``--wa-shared-base`` with
+``--wa-options`` that give it a bias and no clipping shares the base instead). Later steps:
+``--epochs`` for finetune, iCaRL and WA, ``--joint-epochs`` for joint (the recipes' 6 and 3
+shortened alike), ``--memory`` exemplars for iCaRL and WA (the recipes': 2,000). WA runs on the
+same B50 scenario here (its recipe is B0). Prints per-step mean accuracy, AIA mean and
+standard deviation over seeds, last accuracy and forgetting, and writes every run's
+metrics.json (plus the run's CPU seconds, ``cpu_seconds``) into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import statistics
@@ -30,58 +38,77 @@ RECIPES = os.path.join(HERE, "..", "recipes")
 sys.path.insert(0, HERE)
 from continual_digits import seed_summary  # noqa: E402 - the seed summary of every continual table
 METHODS = ("finetune", "ncm", "fetril", "acil", "icarl", "wa", "joint")
+TRAINED_LATER = ("finetune", "icarl", "wa")  # the methods whose later steps train the net (joint aside)
 
 
-def config(method: str, seed: int, args: argparse.Namespace) -> dict:
-    """The recipe's config with the benchmark's seed and training lengths."""
+def config(method: str, seed: int, args: argparse.Namespace, base_checkpoint: str | None = None) -> dict:
+    """The recipe's config with the benchmark's seed, training lengths and shared base model."""
     import yaml
 
-    name = "wa_glyphs_b0_10steps.yaml" if method == "wa" else f"{method}_glyphs_b50_10steps.yaml"
+    recipe = "finetune" if method == "base" else method
+    name = "wa_glyphs_b0_10steps.yaml" if recipe == "wa" else f"{recipe}_glyphs_b50_10steps.yaml"
     with open(os.path.join(RECIPES, name)) as f:
         cfg = yaml.safe_load(f)
-    if method == "wa":  # WA's recipe is B0 10 steps: its model on the others' B50 scenario
+    if recipe == "wa":  # WA's recipe is B0 10 steps: its model on the others' B50 scenario
         with open(os.path.join(RECIPES, "finetune_glyphs_b50_10steps.yaml")) as f:
             cfg["data"] = yaml.safe_load(f)["data"]
     cfg["seed_everything"] = seed
     cfg["data"]["init_args"]["dataset"]["init_args"]["root"] = os.path.abspath(args.root)
     model = cfg["model"]["init_args"]
     model["base_epochs"] = args.base_epochs
-    if method in ("finetune", "icarl", "wa"):
+    if method == "base":
+        model["epochs"] = 0  # the base step only: the later steps are evaluated, not trained
+    elif recipe in TRAINED_LATER:
         model["epochs"] = args.epochs
     if method == "joint":
         model["epochs"] = args.joint_epochs
     if method in ("icarl", "wa"):
         model["memory_size"] = args.memory
+    if method == "wa":
+        model.update(json.loads(args.wa_options))
+    if base_checkpoint:
+        model["base_checkpoint"] = base_checkpoint
+        model["base_epochs"] = 0
     return cfg
 
 
-def run(method: str, seed: int, args: argparse.Namespace) -> dict:
+def run(method: str, seed: int, args: argparse.Namespace, workdir: str, base_checkpoint: str | None = None) -> dict:
+    """One CLI run in its own process; its metrics.json, its CPU seconds (user + system of the process)."""
     import yaml
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "recipe.yaml")
-        with open(path, "w") as f:
-            yaml.safe_dump(config(method, seed, args), f)
-        cmd = [sys.executable, "-m", "framework", "fit", "--config", path, "--trainer.logger=false",
-               "--trainer.enable_checkpointing=false", "--trainer.enable_model_summary=false",
-               f"--trainer.default_root_dir={tmp}"]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        if done.returncode != 0:
-            raise RuntimeError(f"{method} seed {seed} failed:\n{done.stderr[-3000:]}")
-        with open(os.path.join(tmp, "metrics.json")) as f:
-            metrics = json.load(f)
+    tmp = os.path.join(workdir, f"{method}-{seed}")
+    os.makedirs(tmp)
+    path = os.path.join(tmp, "recipe.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(config(method, seed, args, base_checkpoint), f)
+    cmd = [sys.executable, "-m", "framework", "fit", "--config", path, "--trainer.logger=false",
+           f"--trainer.enable_checkpointing={'true' if method == 'base' else 'false'}",
+           "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp}"]  # fmt: skip
+    with open(os.path.join(tmp, "log.txt"), "w") as log:
+        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        _, status, usage = os.wait4(child.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        with open(os.path.join(tmp, "log.txt")) as log:
+            raise RuntimeError(f"{method} seed {seed} failed:\n{log.read()[-3000:]}")
+    with open(os.path.join(tmp, "metrics.json")) as f:
+        metrics = json.load(f)
+    metrics["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    if method == "base":
+        (metrics["checkpoint"],) = glob.glob(os.path.join(tmp, "checkpoints", "*.ckpt"))
     return {**metrics, "method": method, "seed": seed}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--jobs", type=int, default=3)
-    parser.add_argument("--base-epochs", type=int, default=5)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--base-epochs", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--joint-epochs", type=int, default=1)
-    parser.add_argument("--memory", type=int, default=500)
+    parser.add_argument("--memory", type=int, default=2000)
+    parser.add_argument("--wa-options", default="{}", help="JSON of WA constructor options (default: its official-code ones)")
+    parser.add_argument("--wa-shared-base", action="store_true", help="WA starts from the shared base model too")
     parser.add_argument("--root", default="data")
     parser.add_argument("--out", default=None)
     parser.add_argument("--plot", default=None)
@@ -91,29 +118,44 @@ def main() -> None:
 
     framework.build("data", "glyphs", root=args.root, n_train=100, n_test=50, seed=0).prepare_data()
     results: list[dict] = []
-    tasks = [(m, s) for s in args.seeds for m in args.methods]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        for row in pool.map(lambda t: run(t[0], t[1], args), tasks):
-            results.append(row)
-            print(f"{row['method']} seed {row['seed']}: AIA {row['average_incremental_accuracy']:.2f}", file=sys.stderr)
-            if args.out:
-                with open(args.out, "w") as f:
-                    json.dump({"args": vars(args), "runs": results}, f, indent=1)
-    table(results, args.methods)
+
+    def record(row: dict) -> None:
+        results.append(row)
+        aia = row["average_incremental_accuracy"]
+        print(f"{row['method']} seed {row['seed']}: AIA {aia:.2f}, {row['cpu_seconds']:.0f} CPU s", file=sys.stderr, flush=True)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"args": vars(args), "runs": results}, f, indent=1)
+
+    own_base = [m for m in args.methods if m == "wa" and not args.wa_shared_base]
+    shared = [m for m in args.methods if m not in own_base]
+    with tempfile.TemporaryDirectory() as workdir, ThreadPoolExecutor(args.jobs) as pool:
+        # Phase 1: the shared base model of each seed, and the runs that train their own base.
+        first = [("base", s) for s in args.seeds if shared] + [(m, s) for s in args.seeds for m in own_base]
+        bases = {}
+        for row in pool.map(lambda t: run(t[0], t[1], args, workdir), first):
+            record(row)
+            if row["method"] == "base":
+                bases[row["seed"]] = row["checkpoint"]
+        # Phase 2: every other method from its seed's base model.
+        later = [(m, s) for s in args.seeds for m in shared]
+        for row in pool.map(lambda t: run(t[0], t[1], args, workdir, bases[t[1]]), later):
+            record(row)
+    table(results, ["base", *args.methods])
     if args.plot:
         plot(results, args.methods, args.plot)
 
 
 def table(results: list[dict], methods) -> None:
-    print("| method | AIA (mean ± sd over seeds) | last | forgetting | per-step accuracy (mean over seeds) |")
-    print("|---|---|---|---|---|")
+    print("| method | AIA (mean ± sd over seeds) | last | forgetting | per-step accuracy (mean over seeds) | CPU s per run |")
+    print("|---|---|---|---|---|---|")
     for method in methods:
         rows = [r for r in results if r["method"] == method]
         if not rows:
             continue
         m = seed_summary(rows)
         print(f"| {method} | {m['aia']:.2f} ± {m['aia_sd']:.2f} (n={len(rows)}) | {m['last']:.2f} | {m['forgetting']:.2f} | "
-              f"{' '.join(f'{a:.1f}' for a in m['steps'])} |")  # fmt: skip
+              f"{' '.join(f'{a:.1f}' for a in m['steps'])} | {statistics.mean(r['cpu_seconds'] for r in rows):.0f} |")  # fmt: skip
 
 
 def plot(results: list[dict], methods, path: str) -> None:

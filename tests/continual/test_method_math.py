@@ -136,9 +136,11 @@ def _wa(**kwargs) -> WA:
     return model
 
 
-def test_wa_loss_is_one_minus_lambda_ce_plus_lambda_kd_with_lambda_known_over_seen(scenario):
+@pytest.mark.parametrize("kd_weight", [None, 2.0])
+def test_wa_loss_is_one_minus_lambda_ce_plus_lambda_kd_with_lambda_known_over_seen(scenario, kd_weight):
+    """The paper's (1 - l) CE + l KD, l = known / seen; with ``kd_weight`` w, PyCIL's CE + w KD."""
     scenario(3, 2, 1)  # step 1: 3 known classes, 5 seen, 1 class not yet seen
-    model = _wa()
+    model = _wa(kd_weight=kd_weight)
     model.step = 1
     loss = model.training_loss(torch.tensor(X), torch.tensor(Y))
 
@@ -152,7 +154,8 @@ def test_wa_loss_is_one_minus_lambda_ce_plus_lambda_kd_with_lambda_known_over_se
         kd -= sum(q * math.log(p) for q, p in zip(old, new))  # no T^2 factor (both WA references)
     ce, kd = ce / len(X), kd / len(X)
     lam = known / seen  # 0.6: old / seen classes
-    assert loss.item() == pytest.approx((1 - lam) * ce + lam * kd, rel=1e-5)
+    expected = (1 - lam) * ce + lam * kd if kd_weight is None else ce + 2.0 * kd
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
     assert abs(ce - kd) > 0.1  # a wrong lambda shows
 
     # The base step has no old model: plain CE over its 3 classes.

@@ -172,6 +172,8 @@ def test_bad_arguments_raise_config_errors():
         FeTrIL(num_classes=10, data_shape=(1, 8, 8), head_bias=False, **NET)
     with pytest.raises(ConfigError):
         ContinualModule(num_classes=10, data_shape=(1, 8, 8), epochs=-1, **NET)
+    with pytest.raises(ConfigError, match="kd_weight"):
+        create("model", "wa", num_classes=10, data_shape=(1, 8, 8), kd_weight=-1.0, **NET)
 
 
 def test_wa_align_and_clip_on_fixed_rows():
