@@ -112,7 +112,16 @@ def main() -> None:
     parser.add_argument("--root", default="data")
     parser.add_argument("--out", default=None)
     parser.add_argument("--plot", default=None)
+    parser.add_argument("--from-json", default=None, help="print the table (and plot) of a JSON this script wrote; run nothing")
     args = parser.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        methods = saved["args"]["methods"]
+        report(saved["runs"], methods)
+        if args.plot:
+            plot(saved["runs"], methods, args.plot)
+        return
 
     import framework  # render the data once, before the parallel runs
 
@@ -141,9 +150,66 @@ def main() -> None:
         later = [(m, s) for s in args.seeds for m in shared]
         for row in pool.map(lambda t: run(t[0], t[1], args, workdir, bases[t[1]]), later):
             record(row)
-    table(results, ["base", *args.methods])
+    report(results, args.methods)
     if args.plot:
         plot(results, args.methods, args.plot)
+
+
+def report(results: list[dict], methods) -> None:
+    """The table, the bar's checks and the per-method details."""
+    table(results, ["base", *methods])
+    print()
+    bar(results)
+    print()
+    details(results, methods)
+
+
+GROUP = ("fetril", "wa", "icarl", "acil")
+
+
+def bar(results: list[dict]) -> None:
+    """Issue 12's bar: finetune < ncm < each of fetril, wa, icarl, acil < joint on every seed, and
+    each of those gaps (between mean AIAs) larger than the seed spread (sd) of both methods."""
+    aia = {}
+    for r in results:
+        aia.setdefault(r["method"], {})[r["seed"]] = r["average_incremental_accuracy"]
+    needed = ("finetune", "ncm", *GROUP, "joint")
+    if any(m not in aia for m in needed):
+        print("bar: not every method ran")
+        return
+    seeds = sorted(set.intersection(*(set(aia[m]) for m in needed)))
+    pairs = [("finetune", "ncm"), *[("ncm", m) for m in GROUP], *[(m, "joint") for m in GROUP]]
+    print(f"bar checks on seeds {seeds} (AIA; gap = difference of the means, sd = over seeds):")
+    met = True
+    for lo, hi in pairs:
+        every = all(aia[lo][s] < aia[hi][s] for s in seeds)
+        gap = statistics.mean(aia[hi][s] for s in seeds) - statistics.mean(aia[lo][s] for s in seeds)
+        spread = max(statistics.stdev([aia[m][s] for s in seeds]) if len(seeds) > 1 else 0.0 for m in (lo, hi))
+        ok = every and gap > spread
+        met &= ok
+        print(f"  {lo} < {hi}: on every seed {'yes' if every else 'NO'}; gap {gap:.2f} vs largest sd {spread:.2f}: {'ok' if ok else 'NOT MET'}")
+    print(f"bar {'MET' if met else 'NOT MET'}")
+
+
+def details(results: list[dict], methods) -> None:
+    """Per method, means over seeds for steps 1..10: old- and new-class accuracy; iCaRL's CNN head; WA's gammas."""
+
+    def per_step(rows: list[dict], key: str, start: int = 1) -> str:
+        return " ".join(f"{statistics.mean(r[key][s] for r in rows):.1f}" for s in range(start, len(rows[0][key])))
+
+    print("Details (means over seeds; steps 1..10):")
+    for method in methods:
+        rows = [r for r in results if r["method"] == method]
+        if not rows:
+            continue
+        seeds = ", ".join(f"{r['seed']}: {r['average_incremental_accuracy']:.2f}" for r in sorted(rows, key=lambda r: r["seed"]))
+        print(f"* {method}: AIA per seed {seeds}")
+        print(f"  old-class accuracy {per_step(rows, 'old_accuracy')}; new-class accuracy {per_step(rows, 'new_accuracy')}")
+        if "cnn_accuracy" in rows[0]:
+            print(f"  CNN head beside the NME: AIA {statistics.mean(r['cnn_average_incremental_accuracy'] for r in rows):.2f}, "
+                  f"per step {per_step(rows, 'cnn_accuracy', 0)}")  # fmt: skip
+        if "gammas" in rows[0]:
+            print("  gammas: " + "; ".join(f"seed {r['seed']}: " + " ".join(f"{g:.3f}" for g in r["gammas"]) for r in rows))
 
 
 def table(results: list[dict], methods) -> None:
