@@ -18,7 +18,9 @@ differs (no bias, weights clipped to >= 0 from the first step; ``--wa-shared-bas
 shortened alike), ``--memory`` exemplars for iCaRL and WA (the recipes': 2,000). WA runs on the
 same B50 scenario here (its recipe is B0). Prints per-step mean accuracy, AIA mean and
 standard deviation over seeds, last accuracy and forgetting, and writes every run's
-metrics.json (plus the run's CPU seconds, ``cpu_seconds``) into ``--out``.
+metrics.json (plus the run's CPU seconds, ``cpu_seconds``) into ``--out`` after each run.
+Runs go seed by seed; ``--resume`` skips the runs ``--out`` holds, ``--base-dir`` keeps the
+base checkpoints for a later call.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -109,6 +112,8 @@ def main() -> None:
     parser.add_argument("--memory", type=int, default=2000)
     parser.add_argument("--wa-options", default="{}", help="JSON of WA constructor options (default: its official-code ones)")
     parser.add_argument("--wa-shared-base", action="store_true", help="WA starts from the shared base model too")
+    parser.add_argument("--base-dir", default=None, help="keep (and reuse) each seed's base checkpoint here")
+    parser.add_argument("--resume", action="store_true", help="skip the runs --out already holds")
     parser.add_argument("--root", default="data")
     parser.add_argument("--out", default=None)
     parser.add_argument("--plot", default=None)
@@ -127,29 +132,50 @@ def main() -> None:
 
     framework.build("data", "glyphs", root=args.root, n_train=100, n_test=50, seed=0).prepare_data()
     results: list[dict] = []
+    if args.resume and args.out and os.path.exists(args.out):
+        with open(args.out) as f:
+            results = json.load(f)["runs"]
+    done = {(r["method"], r["seed"]) for r in results}
+    lock = threading.Lock()
 
     def record(row: dict) -> None:
-        results.append(row)
-        aia = row["average_incremental_accuracy"]
-        print(f"{row['method']} seed {row['seed']}: AIA {aia:.2f}, {row['cpu_seconds']:.0f} CPU s", file=sys.stderr, flush=True)
-        if args.out:
-            with open(args.out, "w") as f:
-                json.dump({"args": vars(args), "runs": results}, f, indent=1)
+        with lock:
+            results.append(row)
+            aia = row["average_incremental_accuracy"]
+            print(f"{row['method']} seed {row['seed']}: AIA {aia:.2f}, {row['cpu_seconds']:.0f} CPU s", file=sys.stderr, flush=True)
+            if args.out:
+                with open(args.out, "w") as f:
+                    json.dump({"args": vars(args), "runs": results}, f, indent=1)
 
-    own_base = [m for m in args.methods if m == "wa" and not args.wa_shared_base]
-    shared = [m for m in args.methods if m not in own_base]
+    own_base = {m for m in args.methods if m == "wa" and not args.wa_shared_base}
     with tempfile.TemporaryDirectory() as workdir, ThreadPoolExecutor(args.jobs) as pool:
-        # Phase 1: the shared base model of each seed, and the runs that train their own base.
-        first = [("base", s) for s in args.seeds if shared] + [(m, s) for s in args.seeds for m in own_base]
-        bases = {}
-        for row in pool.map(lambda t: run(t[0], t[1], args, workdir), first):
-            record(row)
-            if row["method"] == "base":
-                bases[row["seed"]] = row["checkpoint"]
-        # Phase 2: every other method from its seed's base model.
-        later = [(m, s) for s in args.seeds for m in shared]
-        for row in pool.map(lambda t: run(t[0], t[1], args, workdir, bases[t[1]]), later):
-            record(row)
+        base_dir = args.base_dir or workdir
+        os.makedirs(base_dir, exist_ok=True)
+
+        def base_model(seed: int) -> str:
+            """The seed's shared base checkpoint (trained here unless --base-dir holds it)."""
+            path = os.path.join(base_dir, f"base-{seed}-{args.base_epochs}epochs.ckpt")
+            if not os.path.exists(path):
+                row = run("base", seed, args, workdir)
+                os.replace(row.pop("checkpoint"), path)
+                if ("base", seed) not in done:
+                    record(row)
+            return path
+
+        def method_run(method: str, seed: int, base) -> None:
+            record(run(method, seed, args, workdir, None if method in own_base else base.result()))
+
+        # Seed by seed, so that an interrupted benchmark leaves whole seeds (--resume finishes it):
+        # a seed's base is submitted before its methods, which wait for it.
+        futures = []
+        for seed in args.seeds:
+            todo = [m for m in args.methods if (m, seed) not in done]
+            if not todo:
+                continue
+            base = pool.submit(base_model, seed) if set(todo) - own_base else None
+            futures += [pool.submit(method_run, m, seed, base) for m in todo]
+        for future in futures:
+            future.result()
     report(results, args.methods)
     if args.plot:
         plot(results, args.methods, args.plot)
