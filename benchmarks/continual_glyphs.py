@@ -256,7 +256,7 @@ def plot(results: list[dict], methods, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     for method in methods:
         rows = [r for r in results if r["method"] == method]
         if not rows:
@@ -269,7 +269,7 @@ def plot(results: list[dict], methods, path: str) -> None:
     ax.set_ylabel("accuracy on the seen classes (%)")
     ax.set_title("glyphs B50 + 10 x 5 (mean ± sd over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
