@@ -84,3 +84,23 @@ def test_a_gan_checkpoint_is_drawn_through_its_generate_interface(tmp_path):
     assert (raw.train_dataset.x - x).abs().max() > 0.05
     with pytest.raises(ConfigError, match="does not take 'steps'"):
         GeneratedDataModule(generator=path, steps=2).setup("fit")  # a GAN has no sampler steps: one line, not a TypeError
+
+
+def test_cas_script_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    import importlib.util
+
+    from framework.generative.gan.module import ADCGAN
+
+    spec = importlib.util.spec_from_file_location("cas_script", Path(__file__).resolve().parents[2] / "benchmarks" / "cas.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    path = save_checkpoint(ADCGAN(num_classes=10, generator_args={"channels": 4, "latent_dim": 8},
+                                  discriminator_args={"channels": 4}), tmp_path / "adcgan.ckpt")
+    base = ["--ckpt", path, "--generator-recipe", str(QUICKSTART.parent / "adcgan_digits.yaml"), "--no-real",
+            "--root", str(tmp_path / "cas")]
+    assert script.cli([*base, "--generated-args", '{"steps": 2}', "--", *SHORT]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not take 'steps'" in err, err
+    with pytest.raises(SystemExit) as stop:
+        script.cli([*base, "--generated-args", "{steps: 2}"])
+    assert stop.value.code == 2 and "not JSON" in capsys.readouterr().err
