@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -135,7 +136,11 @@ def softplus_activations(net: nn.Module, beta: float = 3.0) -> Iterator[int]:
 
 
 class CountingClassifier(nn.Module):
-    """A classifier wrapper that counts its forward calls (``calls``), for the reported budget."""
+    """A classifier wrapper that counts its forward calls (``calls``), for the reported budget.
+
+    Wraps a clean classifier (``x -> logits``) or a noise-aware one (``(x, noise_level) -> logits``):
+    further arguments pass through unchanged.
+    """
 
     def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
@@ -145,11 +150,11 @@ class CountingClassifier(nn.Module):
     def num_classes(self) -> int | None:
         return getattr(self.classifier, "num_classes", None)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *args: Any) -> Tensor:
         self.calls += 1
         p = next(self.classifier.parameters(), None)
         dtype = p.dtype if p is not None else x.dtype
-        return self.classifier(x.to(dtype))
+        return self.classifier(x.to(dtype), *args)
 
 
 def load_clean_classifier(path, num_classes: int, data_shape) -> nn.Module:
