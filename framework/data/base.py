@@ -137,6 +137,15 @@ class ClasszooDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_dataset, train=False)
 
+    def ordered_dataloader(self, split: str) -> DataLoader:
+        """A split ("train", "val" or "test") in its stored order, unshuffled, at the evaluation batch size.
+
+        For metrics that must not depend on the process (the training loader's shuffle is
+        seeded from ``torch.initial_seed()``): features of the real training images, say.
+        """
+        dataset = {"train": self.train_dataset, "val": self.val_dataset, "test": self.test_dataset}[split]
+        return self._loader(dataset, train=False)
+
     def predict_dataloader(self) -> DataLoader:
         """The test split (``lightning predict`` on a classifier scores the held-out images)."""
         if self.test_dataset is None:
