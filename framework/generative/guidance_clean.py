@@ -242,7 +242,7 @@ def gfcg_reference(logits: Tensor, labels: Tensor, scale: float) -> tuple[Tensor
     ``c_ref = argmax_{j != y} p(j | x0_hat)`` (the class the sample is most easily mistaken
     for) and ``w = scale * p(c_ref) / (p(c_ref) + p(y))``: strong while the classifier confuses
     the two, vanishing once it is sure of ``y``. (The paper's exact scale rule could not be read
-    here; this is our reading of its abstract: docs/guidance.md.)
+    here; this is our reading of its abstract and method summary: docs/guidance.md.)
     """
     probs = torch.softmax(logits.float(), dim=1)
     p_y = probs.gather(1, labels.long().view(-1, 1)).squeeze(1)
