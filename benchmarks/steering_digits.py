@@ -41,6 +41,7 @@ from eval_generated import evaluate_samples  # noqa: E402
 # joint_temperature 1, margin_temperature_discount 0.5, softplus_beta 3; p_sample's sin
 # schedule with 0.3): our elucd defaults. Then a sweep of the scale s alone, every point reported.
 DDPM35 = {"sampler": "ddpm", "steps": 35}  # ancestral, as the EluCD reference's p_sample
+DDPM250 = {"sampler": "ddpm", "steps": 250}  # the reference's own step count (timestep_respacing 250)
 HEUN18 = {"sampler": "edm_heun", "steps": 18}  # 35 NFE
 MID10 = {"solver": "midpoint", "steps": 10}  # the flow recipe's 20 NFE
 MID18 = {"solver": "midpoint", "steps": 18}  # 36 NFE, about the diffusion rows' 35
@@ -56,6 +57,8 @@ GUIDANCE = [
     ("uncond, no guidance, ddpm 35", "uncond", DDPM35),
     *[(f"uncond, elucd s={s:g}, ddpm 35", "uncond", {**_elucd(s), **DDPM35}) for s in SCALES],
     ("uncond, elucd s=1 kappa=0, ddpm 35", "uncond", {**_elucd(1.0, kappa=0.0), **DDPM35}),
+    ("uncond, no guidance, ddpm 250", "uncond", DDPM250),
+    *[(f"uncond, elucd s={s:g}, ddpm 250", "uncond", {**_elucd(s), **DDPM250}) for s in (0.5, 1.0)],
     *[(f"uncond, elucd s={s:g}, edm_heun 18", "uncond", {**_elucd(s), **HEUN18}) for s in SCALES],
     ("flow, no guidance, midpoint 10", "flow", MID10),
     ("flow, no guidance, midpoint 18", "flow", MID18),
