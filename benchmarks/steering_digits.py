@@ -62,7 +62,7 @@ GUIDANCE = [
     *[(f"uncond, elucd s={s:g}, edm_heun 18", "uncond", {**_elucd(s), **HEUN18}) for s in SCALES],
     ("flow, no guidance, midpoint 10", "flow", MID10),
     ("flow, no guidance, midpoint 18", "flow", MID18),
-    *[(f"flow, elucd s={s:g}, midpoint 18", "flow", {**_elucd(s), **MID18}) for s in SCALES],
+    *[(f"flow, elucd s={s:g}, midpoint 18", "flow", {**_elucd(s), **MID18}) for s in (0.5, 1.0, 2.0, 4.0)],
     ("flow, elucd s=1, midpoint 10", "flow", {**_elucd(1.0), **MID10}),
     ("cond, no guidance", "cond", {}),
     ("cond, gfcg w=1", "cond", {"guidance": "gfcg", "guidance_scale": 1.0}),
