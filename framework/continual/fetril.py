@@ -66,29 +66,31 @@ class TranslatedFeatures(InMemoryDataset):
     def __len__(self) -> int:
         return self.total
 
-    def _locate(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        """The real row and the label (an old class for pseudo rows) of output rows ``idx``."""
-        real = idx < len(self.labels)
-        source, label = idx.clone(), torch.empty_like(idx)
-        source[real], label[real] = idx[real], self.labels[idx[real]]
-        if self.start and not bool(real.all()):
-            i = idx[~real]
+    def _locate(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The real row, the label (an old class for pseudo rows) of output rows ``idx``, and the
+        positions of the pseudo rows in ``idx``."""
+        pseudo = torch.nonzero(idx >= len(self.labels)).flatten()
+        source = idx.clone()
+        label = self.labels.index_select(0, idx.clamp(max=len(self.labels) - 1))  # right for the real rows
+        if len(pseudo):
+            i = idx.index_select(0, pseudo)
             c = torch.searchsorted(self.block_end, i, right=True)  # the old class of each pseudo row
             block_start = torch.where(c > 0, self.block_end[(c - 1).clamp(min=0)], torch.full_like(c, len(self.labels)))
             k = i - block_start  # position inside the block: the k-th real row of the nearest new class
-            n = self.nearest[c]
-            source[~real] = self.by_class[self.class_start[n] + k]
-            label[~real] = c
-        return source, label
+            source[pseudo] = self.by_class[self.class_start[self.nearest[c]] + k]
+            label[pseudo] = c
+        return source, label, pseudo
 
     def __getitems__(self, indices) -> tuple[Tensor, Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        source, label = self._locate(idx)
+        source, label, pseudo = self._locate(idx)
         x = self.features.index_select(0, source)
-        pseudo = torch.nonzero(idx >= len(self.labels)).flatten()
-        if len(pseudo):
-            c = label[pseudo]
-            x[pseudo] = pseudo_features(x[pseudo], self.new_means[self.nearest[c]], self.old_means[c])
+        if len(pseudo):  # translated in place: one batch of floats, whatever the number of classes
+            c = label.index_select(0, pseudo)
+            rows = x if len(pseudo) == len(x) else x.index_select(0, pseudo)
+            pseudo_features(rows, self.new_means.index_select(0, self.nearest.index_select(0, c)), self.old_means.index_select(0, c), out=rows)
+            if rows is not x:
+                x.index_copy_(0, pseudo, rows)
         return x, label
 
 
