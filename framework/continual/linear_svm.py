@@ -70,9 +70,11 @@ class _Passes:
     def __init__(self, batches: Batches, classes: Tensor, C: float, scaling: float) -> None:
         self.batches, self.classes, self.C, self.scaling = batches, classes, C, scaling
         self.count = 0  # passes made
+        self.work = 0.0  # class-passes: one pass over the data for one class counts 1
 
-    def _iter(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def _iter(self, classes: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         self.count += 1
+        self.work += len(self.classes) if classes is None else classes
         for x, labels in self.batches():
             yield _augmented(x, self.scaling), labels
 
@@ -98,7 +100,7 @@ class _Passes:
         classes, w32 = self.classes[rows], w.float()
         loss = torch.zeros(len(rows), dtype=torch.float64)
         grad = torch.zeros_like(w)
-        for xa, labels in self._iter():
+        for xa, labels in self._iter(len(rows)):
             y = _signs(labels, classes)
             m = xa @ w32.T
             inside = (y * m) < 1
@@ -111,7 +113,7 @@ class _Passes:
         """(I + 2C X_A^T X_A) v for the classes ``rows``, A the samples inside their margin at w."""
         classes, w32, v32 = self.classes[rows], w.float(), v.float()
         out = torch.zeros_like(v)
-        for xa, labels in self._iter():
+        for xa, labels in self._iter(len(rows)):
             y = _signs(labels, classes)
             inside = (y * (xa @ w32.T)) < 1
             out += (torch.where(inside, xa @ v32.T, 0.0).T @ xa).double()
@@ -121,7 +123,7 @@ class _Passes:
         """f at w + t step for every t of ``ts`` (len(ts) x classes)."""
         classes, w32, s32 = self.classes[rows], w.float(), step.float()
         loss = torch.zeros(len(ts), len(rows), dtype=torch.float64)
-        for xa, labels in self._iter():
+        for xa, labels in self._iter(len(rows)):
             y = _signs(labels, classes)
             slack, ys = 1 - y * (xa @ w32.T), y * (xa @ s32.T)
             for k, t in enumerate(ts.tolist()):
@@ -180,7 +182,7 @@ def fit_ovr_squared_hinge(
         cg_total += its
         w = _line_search(passes, w, step, active, f, g)
     if info is not None:
-        info.update(passes=passes.count, newton_iterations=newton, cg_iterations=cg_total, converged=not len(active), relative_gradient=ratio)
+        info.update(passes=passes.count, class_passes=passes.work, newton_iterations=newton, cg_iterations=cg_total, converged=not len(active), relative_gradient=ratio)
     return w[:, :-1].clone(), intercept_scaling * w[:, -1]
 
 
@@ -197,7 +199,8 @@ def _conjugate_gradient(passes: _Passes, w: Tensor, g: Tensor, rows: Tensor, max
         if not bool(running.any()):
             break
         its += 1
-        hp = passes.hessian_product(w, p, rows)
+        hp = torch.zeros_like(p)
+        hp[running] = passes.hessian_product(w[running], p[running], rows[running])
         alpha = torch.where(running, rr / (p * hp).sum(1), 0.0)[:, None]
         s = s + alpha * p
         r = r - alpha * hp
