@@ -51,7 +51,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
-def one(method: str, classes: int, per_class: int, dim: int, step_classes: int, buffer_width: int, svm_problems: int | None, svm_batch_size: int) -> dict:
+def one(method: str, classes: int, per_class: int, dim: int, step_classes: int, buffer_width: int, svm_problems: int | None, svm_batch_size: int, svm_max_iter: int = 100, svm_max_cg: int = 100) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -90,8 +90,8 @@ def one(method: str, classes: int, per_class: int, dim: int, step_classes: int, 
                 opt.step()
         elif method == "fetril (svm, newton)":
             info: dict = {}
-            streamed_svm(data, 1.0, 1e-4, svm_batch_size, info)
-            extra = {**info, "rows": len(data), "svm_batch_size": svm_batch_size}
+            streamed_svm(data, 1.0, 1e-4, svm_batch_size, info, max_iter=svm_max_iter, max_cg=svm_max_cg)
+            extra = {**info, "rows": len(data), "svm_batch_size": svm_batch_size, "svm_max_iter": svm_max_iter, "svm_max_cg": svm_max_cg}
         else:
             x, y = data.__getitems__(torch.arange(len(data)))
             x = F.normalize(x, dim=1).numpy()
@@ -135,6 +135,8 @@ def main() -> None:
     parser.add_argument("--svm-problems", type=int, default=None, help="fit only this many one-vs-rest problems (extrapolate)")
     parser.add_argument("--svm-full-up-to", type=int, default=100, help="fit every SVM problem up to this many classes")
     parser.add_argument("--svm-batch-size", type=int, default=4096, help="rows per batch of the newton SVM's passes")
+    parser.add_argument("--svm-max-iter", type=int, default=100, help="Newton iterations at most (newton SVM)")
+    parser.add_argument("--svm-max-cg", type=int, default=100, help="CG iterations per Newton step at most (newton SVM)")
     parser.add_argument("--merge", nargs="+", default=None, help="print one table (and --plot one figure) from these JSON files")
     parser.add_argument("--svm-per-class", type=int, default=None, help="samples per class of the SVM beyond --svm-full-up-to")
     parser.add_argument("--out", default=None)
@@ -145,7 +147,7 @@ def main() -> None:
     if args.one:
         method, classes = args.one[0], int(args.one[1])
         per_class = args.one_per_class or args.per_class
-        print(json.dumps(one(method, classes, per_class, args.dim, args.step_classes, args.buffer_width, args.svm_problems, args.svm_batch_size)))
+        print(json.dumps(one(method, classes, per_class, args.dim, args.step_classes, args.buffer_width, args.svm_problems, args.svm_batch_size, args.svm_max_iter, args.svm_max_cg)))
         return
     if args.merge:
         rows = [r for path in args.merge for r in json.load(open(path))["rows"]]
@@ -158,7 +160,8 @@ def main() -> None:
         for classes in args.classes:
             cmd = [sys.executable, os.path.abspath(__file__), "--one", method, str(classes), "--dim", str(args.dim),
                    "--step-classes", str(args.step_classes), "--buffer-width", str(args.buffer_width),
-                   "--svm-batch-size", str(args.svm_batch_size)]  # fmt: skip
+                   "--svm-batch-size", str(args.svm_batch_size), "--svm-max-iter", str(args.svm_max_iter),
+                   "--svm-max-cg", str(args.svm_max_cg)]  # fmt: skip
             per_class = args.per_class
             if method == "fetril (svm, liblinear)" and classes > args.svm_full_up_to:
                 cmd += ["--svm-problems", str(args.svm_problems or 5)]
@@ -183,22 +186,29 @@ def table(rows: list[dict]) -> None:
     for r in rows:
         note = f" (extrapolated from {r['svm_problems_fitted']} of {r['classes']} problems)" if "measured_seconds" in r else ""
         if "passes" in r:
-            note = f" ({r['passes']} passes, {r['newton_iterations']} Newton / {r['cg_iterations']} CG iterations{'' if r['converged'] else ', NOT converged'})"
+            stop = "" if r["converged"] else f", stopped by the iteration cap: largest |grad| / liblinear's threshold {r['relative_gradient']:.3g}"
+            note = f" ({r['passes']} passes, {r['newton_iterations']} Newton / {r['cg_iterations']} CG iterations{stop})"
         print(f"| {r['method']} | {r['classes']} | {r['per_class']} | {r['cpu_seconds']:.3g}{note} | {r['peak_mb']:.1f} |")
 
 
 def plot(rows: list[dict], path: str) -> None:
+    """Log-log step CPU seconds and peak memory against classes, one line per method; a hollow
+    marker is a point that is not a whole measured step (extrapolated, or stopped by a cap)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        cs = [r["classes"] for r in mine]
-        ax_t.plot(cs, [max(r["cpu_seconds"], 1e-5) for r in mine], "o-", label=method)
-        ax_m.plot(cs, [max(r["peak_mb"], 0.1) for r in mine], "o-", label=method)
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for k, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["classes"])
+        colour = f"C{k}"
+        for ax, key, floor in ((ax_t, "cpu_seconds", 1e-5), (ax_m, "peak_mb", 0.1)):
+            cs, vs = [r["classes"] for r in mine], [max(r[key], floor) for r in mine]
+            ax.plot(cs, vs, "-", color=colour, label=method if ax is ax_t else None)
+            for r, c, v in zip(mine, cs, vs):
+                partial = "measured_seconds" in r or r.get("converged") is False
+                ax.plot([c], [v], "o", color=colour, markerfacecolor="none" if partial else colour)
     for ax, what in ((ax_t, "step CPU seconds"), (ax_m, "step peak memory (MB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -206,7 +216,7 @@ def plot(rows: list[dict], path: str) -> None:
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
     ax_t.legend(fontsize=8)
-    fig.suptitle("one step of 10 new classes, synthetic 512-d features (1 thread, shared 2-core machine)")
+    fig.suptitle("one step of 10 new classes, synthetic 512-d features (1 thread, shared 2-core machine); hollow: partial (see table)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 

@@ -94,21 +94,24 @@ class TranslatedFeatures(InMemoryDataset):
         return x, label
 
 
-def streamed_svm(data: InMemoryDataset, C: float, tol: float, batch_size: int, info: dict | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def streamed_svm(
+    data: InMemoryDataset, C: float, tol: float, batch_size: int, info: dict | None = None, max_iter: int = 100, max_cg: int = 100
+) -> tuple[Tensor, Tensor, Tensor]:
     """FeTrIL's one-vs-rest SVM on L2-normalised rows of ``data`` by the streamed Newton solver:
-    (classes, coef, intercept). Rows are made ``batch_size`` at a time, once per pass."""
+    (classes, coef, intercept). Rows are made ``batch_size`` at a time, once per pass; ``info``,
+    ``max_iter`` and ``max_cg`` are :func:`~framework.continual.linear_svm.fit_ovr_squared_hinge`'s."""
     from framework.continual.linear_svm import fit_ovr_squared_hinge
 
     def batches():
         for first in range(0, len(data), batch_size):
             x, y = data.__getitems__(torch.arange(first, min(first + batch_size, len(data))))
-            yield F.normalize(x, dim=1), y
+            yield x.div_(x.norm(dim=1, keepdim=True).clamp_min(1e-12)), y  # F.normalize, in place
 
     if isinstance(data, TranslatedFeatures):  # pseudo rows carry the old classes 0 .. start - 1
         classes = torch.cat([torch.arange(data.start), torch.unique(data.labels)])
     else:
         classes = torch.unique(data.y)
-    coef, intercept = fit_ovr_squared_hinge(batches, classes, C=C, tol=tol, info=info)
+    coef, intercept = fit_ovr_squared_hinge(batches, classes, C=C, tol=tol, info=info, max_iter=max_iter, max_cg=max_cg)
     return classes, coef, intercept
 
 

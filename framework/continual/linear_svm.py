@@ -38,10 +38,6 @@ _STEPS = (1.0, 0.5, 0.25)  # step sizes the line search evaluates in one pass
 _ARMIJO = 1e-4
 
 
-def _augmented(x: Tensor, scaling: float) -> Tensor:
-    return torch.cat([x.float(), x.new_full((len(x), 1), scaling, dtype=torch.float32)], dim=1)
-
-
 def _signs(labels: Tensor, classes: Tensor) -> Tensor:
     """y_ic = +1 where sample i is of class c (column k of ``classes``), else -1 (B x K float32)."""
     return torch.where(labels[:, None] == classes[None, :], 1.0, -1.0)
@@ -65,30 +61,43 @@ def ovr_objective(weights: Tensor, x: Tensor, labels: Tensor, classes: Tensor, C
 
 
 class _Passes:
-    """The passes over the data that the Newton method needs, for the classes still running."""
+    """The passes over the data that the Newton method needs, for the classes still running.
+
+    Weights are K x (D + 1), the last column v of the constant feature s: a margin is
+    x . w + s v (the constant column is never materialised)."""
 
     def __init__(self, batches: Batches, classes: Tensor, C: float, scaling: float) -> None:
-        self.batches, self.classes, self.C, self.scaling = batches, classes, C, scaling
+        self.batches, self.classes, self.C, self.s = batches, classes, C, scaling
         self.count = 0  # passes made
         self.work = 0.0  # class-passes: one pass over the data for one class counts 1
 
-    def _iter(self, classes: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    def _iter(self, classes: int) -> Iterator[tuple[Tensor, Tensor]]:
         self.count += 1
-        self.work += len(self.classes) if classes is None else classes
+        self.work += classes
         for x, labels in self.batches():
-            yield _augmented(x, self.scaling), labels
+            yield x.float(), labels
+
+    def _margins(self, x: Tensor, w32: Tensor) -> Tensor:
+        return torch.addmm(w32[:, -1] * self.s, x, w32[:, :-1].T)
+
+    def _project(self, r: Tensor, x: Tensor) -> Tensor:
+        """r^T [x, s] (K x D+1) in float64."""
+        return torch.cat([r.T @ x, self.s * r.sum(0)[:, None]], dim=1).double()
 
     def first(self) -> tuple[Tensor, Tensor, Tensor, int]:
-        """At w = 0: the Gram matrix X^T X (D+1 square), -grad f(0) / 2C = X^T y (K x D+1), the
-        positives per class and n."""
+        """At w = 0: the Gram matrix of the rows with their constant feature (D+1 square),
+        -grad f(0) / 2C = X^T y (K x D+1), the positives per class and n."""
         gram = xty = None
         positives = torch.zeros(len(self.classes), dtype=torch.float64)
         n = 0
-        for xa, labels in self._iter():
+        for x, labels in self._iter(len(self.classes)):
             y = _signs(labels, self.classes)
-            g, b = xa.T @ xa, y.T @ xa
-            gram = g.double() if gram is None else gram.add_(g.double())
-            xty = b.double() if xty is None else xty.add_(b.double())
+            total = x.sum(0)
+            g = torch.zeros(x.shape[1] + 1, x.shape[1] + 1, dtype=torch.float64)
+            g[:-1, :-1], g[:-1, -1], g[-1, :-1], g[-1, -1] = (x.T @ x).double(), self.s * total.double(), self.s * total.double(), self.s**2 * len(x)
+            gram = g if gram is None else gram.add_(g)
+            b = self._project(y, x)
+            xty = b if xty is None else xty.add_(b)
             positives += (y > 0).sum(0).double()
             n += len(labels)
         if gram is None:
@@ -100,32 +109,30 @@ class _Passes:
         classes, w32 = self.classes[rows], w.float()
         loss = torch.zeros(len(rows), dtype=torch.float64)
         grad = torch.zeros_like(w)
-        for xa, labels in self._iter(len(rows)):
+        for x, labels in self._iter(len(rows)):
             y = _signs(labels, classes)
-            m = xa @ w32.T
-            inside = (y * m) < 1
-            r = torch.where(inside, m - y, 0.0)  # y (y m - 1) = m - y where the margin is violated
+            m = self._margins(x, w32)
+            r = torch.where(y * m < 1, m - y, 0.0)  # y (y m - 1) = m - y where the margin is violated
             loss += (r * r).sum(0).double()  # (1 - y m)^2 = (m - y)^2
-            grad += (r.T @ xa).double()
+            grad += self._project(r, x)
         return 0.5 * w.pow(2).sum(1) + self.C * loss, w + 2 * self.C * grad
 
     def hessian_product(self, w: Tensor, v: Tensor, rows: Tensor) -> Tensor:
         """(I + 2C X_A^T X_A) v for the classes ``rows``, A the samples inside their margin at w."""
         classes, w32, v32 = self.classes[rows], w.float(), v.float()
         out = torch.zeros_like(v)
-        for xa, labels in self._iter(len(rows)):
-            y = _signs(labels, classes)
-            inside = (y * (xa @ w32.T)) < 1
-            out += (torch.where(inside, xa @ v32.T, 0.0).T @ xa).double()
+        for x, labels in self._iter(len(rows)):
+            inside = _signs(labels, classes) * self._margins(x, w32) < 1
+            out += self._project(torch.where(inside, self._margins(x, v32), 0.0), x)
         return v + 2 * self.C * out
 
     def objectives(self, w: Tensor, step: Tensor, rows: Tensor, ts: Tensor) -> Tensor:
         """f at w + t step for every t of ``ts`` (len(ts) x classes)."""
         classes, w32, s32 = self.classes[rows], w.float(), step.float()
         loss = torch.zeros(len(ts), len(rows), dtype=torch.float64)
-        for xa, labels in self._iter(len(rows)):
+        for x, labels in self._iter(len(rows)):
             y = _signs(labels, classes)
-            slack, ys = 1 - y * (xa @ w32.T), y * (xa @ s32.T)
+            slack, ys = 1 - y * self._margins(x, w32), y * self._margins(x, s32)
             for k, t in enumerate(ts.tolist()):
                 h = torch.sub(slack, ys, alpha=t).clamp_(min=0)
                 loss[k] += (h * h).sum(0).double()

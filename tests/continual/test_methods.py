@@ -236,3 +236,12 @@ def test_wa_writes_its_gammas_to_metrics_json(runs):
     _, other = runs["fetril"]
     with open(os.path.join(other.default_root_dir, "metrics.json")) as f:
         assert "gammas" not in json.load(f)
+
+
+def test_fetril_newton_svm_runs_the_protocol_as_liblinear_does(runs, tmp_path):
+    """svm_solver: newton through Lightning (pseudo-features streamed to the solver at each step):
+    the same base model, SVM rows equal within the solvers' tolerance, so the same accuracies."""
+    model, _ = run("fetril", cil(), tmp_path / "newton", svm_solver="newton", svm_batch_size=64)
+    reference = runs["fetril"][0]
+    assert model.done and len(model.correct) == 4
+    assert aia(model) == pytest.approx(aia(reference), abs=1.0)
