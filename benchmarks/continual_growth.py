@@ -186,7 +186,7 @@ def table(rows: list[dict]) -> None:
     for r in rows:
         note = f" (extrapolated from {r['svm_problems_fitted']} of {r['classes']} problems)" if "measured_seconds" in r else ""
         if "passes" in r:
-            stop = "" if r["converged"] else f", stopped by the iteration cap: largest |grad| / liblinear's threshold {r['relative_gradient']:.3g}"
+            stop = "" if r["converged"] else f", stopped by the iteration caps, not converged: gradient {r['relative_gradient']:.2g} x liblinear's threshold"
             note = f" ({r['passes']} passes, {r['newton_iterations']} Newton / {r['cg_iterations']} CG iterations{stop})"
         print(f"| {r['method']} | {r['classes']} | {r['per_class']} | {r['cpu_seconds']:.3g}{note} | {r['peak_mb']:.1f} |")
 
@@ -203,12 +203,16 @@ def plot(rows: list[dict], path: str) -> None:
     for k, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["classes"])
         colour = f"C{k}"
+        partial = ["measured_seconds" in r or r.get("converged") is False for r in mine]
         for ax, key, floor in ((ax_t, "cpu_seconds", 1e-5), (ax_m, "peak_mb", 0.1)):
             cs, vs = [r["classes"] for r in mine], [max(r[key], floor) for r in mine]
-            ax.plot(cs, vs, "-", color=colour, label=method if ax is ax_t else None)
-            for r, c, v in zip(mine, cs, vs):
-                partial = "measured_seconds" in r or r.get("converged") is False
-                ax.plot([c], [v], "o", color=colour, markerfacecolor="none" if partial else colour)
+            full = [(c, v) for c, v, p in zip(cs, vs, partial) if not p]
+            ax.plot(*zip(*full), "o-", color=colour, label=method if ax is ax_t else None) if full else None
+            for i, (c, v) in enumerate(zip(cs, vs)):
+                if partial[i]:  # dashed from the previous point, hollow marker
+                    if i:
+                        ax.plot([cs[i - 1], c], [vs[i - 1], v], "--", color=colour)
+                    ax.plot([c], [v], "o", color=colour, markerfacecolor="none")
     for ax, what in ((ax_t, "step CPU seconds"), (ax_m, "step peak memory (MB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -216,7 +220,7 @@ def plot(rows: list[dict], path: str) -> None:
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
     ax_t.legend(fontsize=8)
-    fig.suptitle("one step of 10 new classes, synthetic 512-d features (1 thread, shared 2-core machine); hollow: partial (see table)", fontsize=9)
+    fig.suptitle("one step of 10 new classes, synthetic 512-d features (1 thread, shared 2-core machine); hollow, dashed: a partial step (see the table)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
