@@ -1,8 +1,8 @@
 """How one class-incremental step's cost grows with the number of classes, on synthetic features.
 
     OMP_NUM_THREADS=1 MPLBACKEND=Agg python benchmarks/continual_growth.py \\
-        [--classes 10 100 1000] [--per-class 500] [--dim 512] [--step-classes 10] \\
-        [--out docs/benchmarks/continual_growth.json] [--plot docs/benchmarks/continual_growth.png]
+        [--methods ...] [--classes 10 100 1000] [--per-class 500] [--dim 512] [--step-classes 10] \\
+        [--out rows.json] [--plot rows.png]
     python benchmarks/continual_growth.py --merge A.json B.json ... [--plot all.png]   # one table, one figure
 
 Each (method, C) runs in a fresh process, one thread: a step that brings ``step_classes`` new

@@ -11,7 +11,7 @@ from framework.continual import FeTrIL
 from framework.continual.fetril import TranslatedFeatures
 from framework.continual.functional import class_means, nearest_new_class, pseudo_features
 from framework.continual.linear_svm import fit_ovr_squared_hinge, ovr_objective
-from framework.data.base import EpochShuffleSampler, InMemoryDataset, make_loader
+from framework.data.base import EpochShuffleSampler, make_loader
 from framework.errors import ConfigError
 
 
