@@ -90,6 +90,10 @@ FKC = [
     ("fkc w=3, K=2, 32 steps", {"search": "fkc", "search_args": {"particles": 2, "scale": 3.0, "steps": 32}}),
     ("cfg w=3 (fkc sampler, K=1, no weights), 32 steps",
      {"search": "fkc", "search_args": {"particles": 1, "scale": 3.0, "steps": 32, "resample": False}}),
+    # equal NFE: FKC's K particles against one CFG chain with K times the steps
+    ("fkc w=3, K=2, 16 steps", {"search": "fkc", "search_args": {"particles": 2, "scale": 3.0, "steps": 16}}),
+    ("cfg w=3 (fkc sampler, K=1, no weights), 64 steps",
+     {"search": "fkc", "search_args": {"particles": 1, "scale": 3.0, "steps": 64, "resample": False}}),
 ]
 
 
