@@ -76,8 +76,9 @@ def score_samplers(
     """Evaluator scores of the checkpoint's samples for every (sampler, steps, options) of ``settings``."""
     from framework.generative.diffusion import Diffusion
     from framework.generative.diffusion.model import load_noisy_classifier
+    from framework.loading import load_trained
 
-    model = Diffusion.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
+    model = load_trained(checkpoint, base=Diffusion, role="digits diffusion model")
     if guidance_classifier is not None:
         model.guidance_classifier = load_noisy_classifier(str(guidance_classifier))
     labels = torch.arange(model.num_classes).repeat_interleave(per_class)
@@ -106,8 +107,9 @@ def score_samplers(
 def score_bits_per_dim(checkpoint: Path, count: int) -> dict:
     """Bits/dim of ``count`` dequantised test digits (17 levels) through the PF-ODE (Hutchinson, dopri5)."""
     from framework.generative.diffusion import Diffusion
+    from framework.loading import load_trained
 
-    model = Diffusion.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
+    model = load_trained(checkpoint, base=Diffusion, role="digits diffusion model")
     return digits_bits_per_dim(model, count)
 
 
@@ -205,7 +207,9 @@ def main() -> None:
         max_time = None if args.max_time.lower() == "none" else args.max_time
         ckpt, result["train"] = fit(work, max_time, args.threads, *args.overrides, recipe=args.recipe)
         result["train_s"] = result["train"]["wall_s"]
-    result["checkpoint_global_step"] = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+    from framework.loading import read_checkpoint
+
+    result["checkpoint_global_step"] = read_checkpoint(ckpt)["global_step"]
     result["samplers"] = score_samplers(ckpt, evaluator, args.per_class, args.guidance_scale)
     if args.classifier_guidance:
         clf_root = work / "noisy_classifier"

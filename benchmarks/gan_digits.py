@@ -43,8 +43,9 @@ def discriminator_test_accuracy(checkpoint: Path) -> float | None:
     """Top-1 accuracy of the trained discriminator's classifier on the real digits test split."""
     import framework
     from framework.generative.gan import ADCGAN, DiscriminatorClassifier
+    from framework.loading import load_trained
 
-    gan = ADCGAN.load_from_checkpoint(checkpoint, map_location="cpu")
+    gan = load_trained(checkpoint, base=ADCGAN, role="digits GAN")
     if not gan.discriminator.has_classifier:
         return None
     classifier = DiscriminatorClassifier(gan).eval()

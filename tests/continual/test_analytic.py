@@ -59,7 +59,7 @@ def test_invalid_gamma_is_one_config_error(gamma):
 
 
 def test_a_gamma_too_small_for_the_data_raises_instead_of_nan_weights():
-    # R0 = I / gamma overflows to inf. Where torch flushes subnormals (every fit turns it on:
+    # R0 = I / gamma overflows to inf. Where torch flushes subnormals (every fit does while it runs:
     # ClasszooModule.on_fit_start), 1e-320 is already 0 and rls_init refuses it; else the update does.
     X = torch.randn(5, 6, dtype=torch.float64)
     with pytest.raises(ConfigError, match="gamma"):

@@ -30,6 +30,12 @@ def test_digits_recipe_runs_one_step(recipe, in_tmp):
     assert main(["fit", "--config", str(RECIPES / recipe), *FAST]) == 0
 
 
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*gan_glyphs.yaml")))
+def test_glyphs_recipe_runs_one_step(recipe, tiny_glyphs, in_tmp):
+    assert main(["fit", "--config", str(RECIPES / recipe), *FAST, *tiny_glyphs("--data.init_args."),
+                 "--data.init_args.batch_size=16"]) == 0
+
+
 @pytest.mark.parametrize("recipe", CIFAR_RECIPES)
 def test_cifar_recipe_runs_one_step_shrunk(recipe, in_tmp, monkeypatch):
     import _fake_datasets
@@ -77,6 +83,12 @@ def test_sample_command_writes_ema_samples(in_tmp):
 # liang-hou/adcgan BigGAN-PyTorch/scripts/launch_cifar{10,100}_ema_{loss}.sh: --loss and --D_lambda / --G_lambda
 # (acgan 0.2, tacgan and adcgan 1.0, pdgan none: the projection is in the adversarial logit).
 REFERENCE_LOSS = {"adcgan": ("adc", 1.0), "acgan": ("ac", 0.2), "tacgan": ("tac", 1.0), "pdgan": ("projection", None)}
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*gan_glyphs.yaml")))
+def test_glyphs_recipe_runs_one_step(recipe, tiny_glyphs, in_tmp):
+    assert main(["fit", "--config", str(RECIPES / recipe), *FAST, *tiny_glyphs("--data.init_args."),
+                 "--data.init_args.batch_size=16"]) == 0
 
 
 @pytest.mark.parametrize("recipe", CIFAR_RECIPES)
