@@ -251,6 +251,7 @@ def report_command(args: argparse.Namespace) -> None:
                            "options": json.loads(str(data["options"])), "images": len(index), "subset_seed": int(data["seed"]),
                            "accuracy": acc, "nfe": float(data["nfe"].mean()), "cpu_seconds": float(data["cpu_seconds"]),
                            "threads": int(data["threads"]), "load": data["load"].tolist()})
+        curves.setdefault(f"{name} exact likelihood, {len(index)} images (NFE: forward calls)", []).append((float(data["nfe"].mean()), acc, "exact"))
         for (gen, noise), (errors, all_labels) in sorted(matrices.items()):
             if len(all_labels) > index.max() and noise == "shared" and errors.shape[2] >= FULL[-1]:
                 pred = errors[index, :, : FULL[-1]].mean(2).argmin(1)
@@ -356,14 +357,17 @@ def _plot(curves: dict[str, list[tuple[float, float, str]]], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for key, points in curves.items():
-        for kind, marker in (("full", "o"), ("adaptive", "s")):
+    for i, (key, points) in enumerate(curves.items()):
+        color = f"C{i}"
+        for kind, marker in (("full", "o"), ("adaptive", "s"), ("exact", "*")):
             pts = sorted((n, a) for n, a, k in points if k == kind)
             if pts:
-                ax.plot(*zip(*pts), marker=marker, label=f"{key}, {kind}", linestyle="-" if kind == "full" else "none")
+                style = ("--" if "independent" in key else "-") if kind == "full" else "none"
+                ax.plot(*zip(*pts), marker=marker, color=color, label=f"{key}, {kind}", linestyle=style,
+                        markersize=9 if kind == "exact" else 5)
     ax.set_xscale("log")
     ax.set_xlabel("generator NFE per image")
-    ax.set_ylabel("top-1 accuracy (digits test, 360 images)")
+    ax.set_ylabel("top-1 accuracy (digits test split)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
     fig.tight_layout()
