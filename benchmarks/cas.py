@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-real", action="store_true", help="skip the real-data arm")
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
+    try:
+        generated_args = json.loads(args.generated_args)
+    except json.JSONDecodeError as err:
+        parser.error(f"--generated-args is not JSON: {err}")
+    if not isinstance(generated_args, dict):
+        parser.error(f"--generated-args must be a JSON object, got {args.generated_args}")
     torch.set_num_threads(1)
 
     from framework.metrics.cas import classification_accuracy_score
@@ -42,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.process_time()
     result = classification_accuracy_score(
         args.ckpt, args.classifier_recipe, args.generator_recipe, root=args.root,
-        generated_args=json.loads(args.generated_args), overrides=extra, real_arm=not args.no_real,
+        generated_args=generated_args, overrides=extra, real_arm=not args.no_real,
     )
     result["cpu_seconds"] = time.process_time() - start
     line = f"CAS {100 * result['cas']:.2f}%"
@@ -55,5 +61,17 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """:func:`main` with the project's bad-input rule: a ClasszooError is one line on stderr and exit 2."""
+    from framework.errors import ClasszooError
+
+    try:
+        main(argv)
+    except ClasszooError as err:
+        print(f"cas.py: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -142,8 +142,7 @@ def main() -> None:
         if args.skip_train:
             student = _newest_checkpoint(work, "reflow_digits")
         else:
-            # Includes generating the teacher's pairs; a cache from an earlier teacher is stale.
-            (work / "outputs" / "reflow_digits" / "pairs.npz").unlink(missing_ok=True)
+            # Includes generating the teacher's pairs (work/reflow_pairs.npz is regenerated for a new teacher).
             student, result["reflow_train"] = fit("recipes/reflow_digits.yaml", work)
         result["reflow"] = curve(student, evaluator, args.per_class, args.guidance_scale)
     if args.out:

@@ -5,8 +5,9 @@ Needs, under ``--workdir`` (default ``outputs/steer``), checkpoints trained once
     guide/        lightning fit --config recipes/quickstart.yaml                  (cnn, seed 0: guides, verifies)
     judge/        lightning fit --config recipes/evaluator_digits.yaml --seed_everything 1 \\
                       --model.init_args.net mlp --model.init_args.net_args '{"hidden": [256, 256], "dropout": 0.1}'
-    diff_uncond/  lightning fit --config recipes/diffusion_digits_uncond.yaml --trainer.max_steps=1000
-    diff_cond/    lightning fit --config recipes/diffusion_digits.yaml --trainer.max_steps=1000
+    diff_uncond/  lightning fit --config recipes/diffusion_digits_uncond.yaml        (full length: 2,000 steps)
+    flow_uncond/  lightning fit --config recipes/flow_digits_uncond.yaml           (full length: 2,000 steps)
+    diff_cond/    lightning fit --config recipes/diffusion_digits.yaml             (full length: 200 epochs)
     noisy/        lightning fit --config recipes/noisy_classifier_digits.yaml --trainer.max_epochs=20
 
 (each run in its folder; the newest ``*.ckpt`` below it is used). ``--table guidance`` samples
@@ -35,22 +36,43 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from eval_generated import evaluate_samples  # noqa: E402
 
-# (name, model, generate options, model attributes): model "uncond" / "cond".
+# (name, model, generate options): model "uncond" (diffusion), "flow" (flow matching), "cond".
+# EluCD at the reference's defaults (AlexMaOLS/EluCD guided_sample.sh: classifier_scale 1,
+# joint_temperature 1, margin_temperature_discount 0.5, softplus_beta 3; p_sample's sin
+# schedule with 0.3): our elucd defaults. Then a sweep of the scale s alone, every point reported.
 DDPM35 = {"sampler": "ddpm", "steps": 35}  # ancestral, as the EluCD reference's p_sample
+DDPM250 = {"sampler": "ddpm", "steps": 250}  # the reference's own step count (timestep_respacing 250)
+HEUN18 = {"sampler": "edm_heun", "steps": 18}  # 35 NFE
+MID10 = {"solver": "midpoint", "steps": 10}  # the flow recipe's 20 NFE
+MID18 = {"solver": "midpoint", "steps": 18}  # 36 NFE, about the diffusion rows' 35
+SCALES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+
+
+def _elucd(scale: float, **extra) -> dict:
+    return {"guidance": "elucd", "guidance_scale": scale, **({"guidance_args": extra} if extra else {})}
+
+
 GUIDANCE = [
-    ("uncond, no guidance, edm_heun 18", "uncond", {}),
+    ("uncond, no guidance, edm_heun 18", "uncond", HEUN18),
     ("uncond, no guidance, ddpm 35", "uncond", DDPM35),
-    ("uncond, elucd s=1, ddpm 35", "uncond", {"guidance": "elucd", "guidance_scale": 1.0, **DDPM35}),
-    ("uncond, elucd s=1 kappa=0, ddpm 35", "uncond",
-     {"guidance": "elucd", "guidance_scale": 1.0, "guidance_args": {"kappa": 0.0}, **DDPM35}),
-    ("uncond, elucd s=1, edm_heun 18", "uncond", {"guidance": "elucd", "guidance_scale": 1.0}),
-    ("uncond, elucd s=0.5, edm_heun 18", "uncond", {"guidance": "elucd", "guidance_scale": 0.5}),
+    *[(f"uncond, elucd s={s:g}, ddpm 35", "uncond", {**_elucd(s), **DDPM35}) for s in SCALES],
+    ("uncond, elucd s=1 kappa=0, ddpm 35", "uncond", {**_elucd(1.0, kappa=0.0), **DDPM35}),
+    ("uncond, no guidance, ddpm 250", "uncond", DDPM250),
+    *[(f"uncond, elucd s={s:g}, ddpm 250", "uncond", {**_elucd(s), **DDPM250}) for s in (0.5, 1.0)],
+    *[(f"uncond, elucd s={s:g}, edm_heun 18", "uncond", {**_elucd(s), **HEUN18}) for s in SCALES],
+    ("flow, no guidance, midpoint 10", "flow", MID10),
+    ("flow, no guidance, midpoint 18", "flow", MID18),
+    *[(f"flow, elucd s={s:g}, midpoint 18", "flow", {**_elucd(s), **MID18}) for s in (0.5, 1.0, 2.0, 4.0)],
+    ("flow, elucd s=1, midpoint 10", "flow", {**_elucd(1.0), **MID10}),
     ("cond, no guidance", "cond", {}),
     ("cond, gfcg w=1", "cond", {"guidance": "gfcg", "guidance_scale": 1.0}),
     ("cond, gfcg w=2", "cond", {"guidance": "gfcg", "guidance_scale": 2.0}),
     ("cond, cfg w=2", "cond", {"guidance": "cfg", "guidance_scale": 2.0}),
+    ("cond, cfg w=1.5", "cond", {"guidance": "cfg", "guidance_scale": 1.5}),
     ("cond, noise-aware classifier s=1", "cond", {"guidance": "classifier", "guidance_scale": 1.0}),
 ]
+#: Checkpoint folder (under --workdir) of each generator.
+FOLDERS = {"uncond": "diff_uncond", "cond": "diff_cond", "flow": "flow_uncond"}
 # Search on the conditional model's plain dpmpp_2m (10 steps = 10 NFE): budgets 1x, 4x, 16x.
 SEARCH_SAMPLER = {"sampler": "dpmpp_2m", "steps": 10}
 SEARCH = [
@@ -68,6 +90,10 @@ FKC = [
     ("fkc w=3, K=2, 32 steps", {"search": "fkc", "search_args": {"particles": 2, "scale": 3.0, "steps": 32}}),
     ("cfg w=3 (fkc sampler, K=1, no weights), 32 steps",
      {"search": "fkc", "search_args": {"particles": 1, "scale": 3.0, "steps": 32, "resample": False}}),
+    # equal NFE: FKC's K particles against one CFG chain with K times the steps
+    ("fkc w=3, K=2, 16 steps", {"search": "fkc", "search_args": {"particles": 2, "scale": 3.0, "steps": 16}}),
+    ("cfg w=3 (fkc sampler, K=1, no weights), 64 steps",
+     {"search": "fkc", "search_args": {"particles": 1, "scale": 3.0, "steps": 64, "resample": False}}),
 ]
 
 
@@ -78,7 +104,7 @@ def newest(folder: Path) -> Path:
 def load(workdir: Path, which: str, guide: Path, noisy: Path | None):
     from framework.loading import load_trained
 
-    model = load_trained(newest(workdir / f"diff_{which}"), role=f"{which} generator")
+    model = load_trained(newest(workdir / FOLDERS[which]), role=f"{which} generator")
     model.set_clean_classifier(str(guide))
     if noisy is not None and which == "cond":
         from framework.generative.diffusion.model import load_noisy_classifier
@@ -109,7 +135,8 @@ def sample(model, per_class: int, batch: int = 120, **options) -> tuple[torch.Te
 def score(images, labels, judge: Path, guide: Path) -> dict:
     r = evaluate_samples((images.numpy(), labels.numpy()), evaluator=str(judge), verbose=False)
     g = evaluate_samples((images.numpy(), labels.numpy()), evaluator=str(guide), verbose=False)
-    keys = ("accuracy", "fd_ratio_equal", "nn_train_median", "nn_train_median_test", "num_samples", "real_accuracy")
+    keys = ("accuracy", "fd_ratio_equal", "fd_real_equal", "fd_real_equal_sd", "fd_test", "nn_train_median",
+            "nn_train_median_test", "num_samples", "real_accuracy")  # fmt: skip
     out = {f"judge_{k}" if k in ("accuracy", "real_accuracy") else k: round(r[k], 4) for k in keys}
     out["guide_accuracy"] = round(g["accuracy"], 4)  # the verifier's / guide's own view: hacking shows as a gap
     return out
@@ -122,7 +149,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--plot", nargs=2, type=Path, metavar=("JSON", "PNG"), help="plot a search table against NFE")
     parser.add_argument("--workdir", type=Path, default=ROOT / "outputs" / "steer")
     parser.add_argument("--per-class", type=int, default=36, help="36 x 10 = the 360 test digits")
-    parser.add_argument("--which", choices=("uncond", "cond", "all"), default="all", help="generators to run")
+    parser.add_argument("--which", choices=(*FOLDERS, "all"), default="all", help="generators to run")
     parser.add_argument("--only", help="run only the configurations whose name contains this")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -183,17 +210,25 @@ def plot_search(json_path: Path, png: Path) -> None:
     fig.savefig(png, dpi=110)
 
 
+def _floor(r: dict) -> str:
+    """``FD(generated, test) / mean FD(train subsets, test) ± sd`` (rows written before the 50-subset floor: blank)."""
+    if "fd_real_equal_sd" not in r:
+        return ""
+    return f"{r['fd_test']:.3g} / {r['fd_real_equal']:.3g} ± {r['fd_real_equal_sd']:.2g}"
+
+
 def markdown(paths: list[Path]) -> str:
     """The rows of the JSON files as one Markdown table (docs/benchmarks/steering.md)."""
     head = ("| configuration | NFE | classifier evals | judge accuracy | guide accuracy | verifier log p | "
-            "Fréchet ratio (equal counts) | NN-train median (test: real) | samples | CPU s |")  # fmt: skip
-    lines = [head, "|" + "---|" * 10]
+            "Fréchet ratio (equal counts) | FD test / floor ± sd | NN-train median (test: real) | samples | CPU s |")  # fmt: skip
+    lines = [head, "|" + "---|" * 11]
     for path in paths:
         for r in json.loads(Path(path).read_text())["rows"]:
             v = r.get("verifier_mean_log_prob")
             lines.append(
                 f"| {r['config']} | {r['nfe']:g} | {r['classifier_evaluations']:g} | {100 * r['judge_accuracy']:.1f}% "
                 f"| {100 * r['guide_accuracy']:.1f}% | {'' if v is None else f'{v:.3f}'} | {r['fd_ratio_equal']:.2f} "
+                f"| {_floor(r)} "
                 f"| {r['nn_train_median']:.2f} ({r['nn_train_median_test']:.2f}) | {r['num_samples']} | {r['cpu_seconds']} |"
             )
     return "\n".join(lines)

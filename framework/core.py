@@ -64,9 +64,9 @@ class ClasszooModule(L.LightningModule):
         # subnormal arithmetic is ~30x slower on x86 CPUs (measured on a digits U-Net: 15 ms
         # vs 430 ms per step). Flushing them to zero changes nothing above 1e-38.
         # Subclasses that override this hook (or teardown) call super().
-        if self.device.type == "cpu" and not getattr(self, "_flushing_subnormals", False):
-            _flush_subnormals_enter()
-            self._flushing_subnormals = True
+        if self.device.type == "cpu" and getattr(self, "_flush_restore", None) is None:
+            self._flush_restore = flushing_subnormals()  # a fit inside a fit finds it on and leaves it on
+            torch.set_flush_denormal(True)
         if self.trainer.world_size > 1:
             _fork_stream_per_rank(self.trainer.global_rank)
 
@@ -74,9 +74,9 @@ class ClasszooModule(L.LightningModule):
         # The flag is process-wide: give it back when the fit ends, so code run after a fit in
         # the same process (a notebook, a test) computes as it would without one. (A fit that
         # raises skips Lightning's teardown hooks and leaves flushing on.)
-        if stage == "fit" and getattr(self, "_flushing_subnormals", False):
-            self._flushing_subnormals = False
-            _flush_subnormals_exit()
+        if stage == "fit" and getattr(self, "_flush_restore", None) is not None:
+            torch.set_flush_denormal(self._flush_restore)
+            self._flush_restore = None
 
     # -- random streams: one per rank, saved for exact resume -----------------------------------
     # ``seed_everything`` gives every DDP rank the same seed, so without a fork each rank would
@@ -146,30 +146,9 @@ def _set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
 
 
-# Fits nest (generative replay fits its generator inside the solver's fit), so the flag is
-# switched on by the outermost fit and restored to what it was when that fit ends.
-_flush_depth = 0
-_flush_before = False
-
-
 def flushing_subnormals() -> bool:
     """Whether torch flushes subnormal floats to zero in this thread (probed by arithmetic)."""
     return (torch.tensor([1e-39]) * torch.tensor([1.0])).item() == 0.0
-
-
-def _flush_subnormals_enter() -> None:
-    global _flush_depth, _flush_before
-    if _flush_depth == 0:
-        _flush_before = flushing_subnormals()
-        torch.set_flush_denormal(True)
-    _flush_depth += 1
-
-
-def _flush_subnormals_exit() -> None:
-    global _flush_depth
-    _flush_depth = max(0, _flush_depth - 1)
-    if _flush_depth == 0:
-        torch.set_flush_denormal(_flush_before)
 
 
 def _fork_stream_per_rank(rank: int) -> None:

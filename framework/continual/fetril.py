@@ -66,30 +66,53 @@ class TranslatedFeatures(InMemoryDataset):
     def __len__(self) -> int:
         return self.total
 
-    def _locate(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        """The real row and the label (an old class for pseudo rows) of output rows ``idx``."""
-        real = idx < len(self.labels)
-        source, label = idx.clone(), torch.empty_like(idx)
-        source[real], label[real] = idx[real], self.labels[idx[real]]
-        if self.start and not bool(real.all()):
-            i = idx[~real]
+    def _locate(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The real row, the label (an old class for pseudo rows) of output rows ``idx``, and the
+        positions of the pseudo rows in ``idx``."""
+        pseudo = torch.nonzero(idx >= len(self.labels)).flatten()
+        source = idx.clone()
+        label = self.labels.index_select(0, idx.clamp(max=len(self.labels) - 1))  # right for the real rows
+        if len(pseudo):
+            i = idx.index_select(0, pseudo)
             c = torch.searchsorted(self.block_end, i, right=True)  # the old class of each pseudo row
             block_start = torch.where(c > 0, self.block_end[(c - 1).clamp(min=0)], torch.full_like(c, len(self.labels)))
             k = i - block_start  # position inside the block: the k-th real row of the nearest new class
-            n = self.nearest[c]
-            source[~real] = self.by_class[self.class_start[n] + k]
-            label[~real] = c
-        return source, label
+            source[pseudo] = self.by_class[self.class_start[self.nearest[c]] + k]
+            label[pseudo] = c
+        return source, label, pseudo
 
     def __getitems__(self, indices) -> tuple[Tensor, Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        source, label = self._locate(idx)
+        source, label, pseudo = self._locate(idx)
         x = self.features.index_select(0, source)
-        pseudo = torch.nonzero(idx >= len(self.labels)).flatten()
-        if len(pseudo):
-            c = label[pseudo]
-            x[pseudo] = pseudo_features(x[pseudo], self.new_means[self.nearest[c]], self.old_means[c])
+        if len(pseudo):  # translated in place: one batch of floats, whatever the number of classes
+            c = label.index_select(0, pseudo)
+            rows = x if len(pseudo) == len(x) else x.index_select(0, pseudo)
+            pseudo_features(rows, self.new_means.index_select(0, self.nearest.index_select(0, c)), self.old_means.index_select(0, c), out=rows)
+            if rows is not x:
+                x.index_copy_(0, pseudo, rows)
         return x, label
+
+
+def streamed_svm(
+    data: InMemoryDataset, C: float, tol: float, batch_size: int, info: dict | None = None, max_iter: int = 100, max_cg: int = 100
+) -> tuple[Tensor, Tensor, Tensor]:
+    """FeTrIL's one-vs-rest SVM on L2-normalised rows of ``data`` by the streamed Newton solver:
+    (classes, coef, intercept). Rows are made ``batch_size`` at a time, once per pass; ``info``,
+    ``max_iter`` and ``max_cg`` are :func:`~framework.continual.linear_svm.fit_ovr_squared_hinge`'s."""
+    from framework.continual.linear_svm import fit_ovr_squared_hinge
+
+    def batches():
+        for first in range(0, len(data), batch_size):
+            x, y = data.__getitems__(torch.arange(first, min(first + batch_size, len(data))))
+            yield x.div_(x.norm(dim=1, keepdim=True).clamp_min(1e-12)), y  # F.normalize, in place
+
+    if isinstance(data, TranslatedFeatures):  # pseudo rows carry the old classes 0 .. start - 1
+        classes = torch.cat([torch.arange(data.start), torch.unique(data.labels)])
+    else:
+        classes = torch.unique(data.y)
+    coef, intercept = fit_ovr_squared_hinge(batches, classes, C=C, tol=tol, info=info, max_iter=max_iter, max_cg=max_cg)
+    return classes, coef, intercept
 
 
 @register("model", "fetril")
@@ -113,7 +136,12 @@ class FeTrIL(ContinualModule):
         svm_c: The SVM's regularisation C.
         svm_tol: The SVM's stopping tolerance.
         svm_jobs: Processes fitting the one-vs-rest problems in parallel (the official code uses a
-            pool; -1: every core). The result is the same as with one.
+            pool; -1: every core). The result is the same as with one. ``liblinear`` only.
+        svm_solver: ``liblinear`` (scikit-learn's ``LinearSVC(dual=False)``, the official code's;
+            it needs the whole design matrix in float64) or ``newton`` (the same objective,
+            all classes at once in torch over batches of pseudo-features made on the fly, memory
+            O(batch x classes + classes x features): :mod:`framework.continual.linear_svm`).
+        svm_batch_size: Rows per batch of the ``newton`` solver's passes.
         epochs: Epochs of the linear classifier at each later step (``classifier: linear``).
         optimizer: Optimizer of the linear classifier at later steps.
         **kwargs: The arguments of :class:`~framework.continual.base.ContinualModule`.
@@ -126,6 +154,8 @@ class FeTrIL(ContinualModule):
         svm_c: float = 1.0,
         svm_tol: float = 1e-4,
         svm_jobs: int = 1,
+        svm_solver: str = "liblinear",
+        svm_batch_size: int = 4096,
         epochs: int = 50,
         optimizer: OptimizerCallable = lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4),
         **kwargs: Any,
@@ -137,8 +167,12 @@ class FeTrIL(ContinualModule):
             raise ConfigError(f"fetril distance must be 'euclidean' or 'cosine', got {distance!r}")
         if classifier == "svm" and self.head.bias is None:
             raise ConfigError("fetril's svm classifier needs head_bias: true (the SVM has an intercept)")
+        if svm_solver not in ("liblinear", "newton"):
+            raise ConfigError(f"fetril svm_solver must be 'liblinear' or 'newton', got {svm_solver!r}")
+        if svm_batch_size < 1:
+            raise ConfigError(f"fetril svm_batch_size must be >= 1, got {svm_batch_size}")
         self.classifier, self.distance, self.svm_c, self.svm_tol = classifier, distance, svm_c, svm_tol
-        self.svm_jobs = svm_jobs
+        self.svm_jobs, self.svm_solver, self.svm_batch_size = svm_jobs, svm_solver, svm_batch_size
         # Class means of real features, kept from the step that introduced each class.
         self.register_buffer("means", torch.zeros(self.num_classes, self.num_features))
         self._step_features: InMemoryDataset | None = None
@@ -181,17 +215,24 @@ class FeTrIL(ContinualModule):
             features, labels = self.train_features(self.scenario.train_indices(0))
             self.means[: self.seen] = class_means(features, labels, range(self.seen)).to(self.means)
             self._step_features = InMemoryDataset(features, labels)
-        if self.classifier == "svm":  # liblinear needs the whole design matrix: materialised here only
-            data = self._step_features
-            self.fit_svm(*data.__getitems__(range(len(data))))
+        if self.classifier == "svm":
+            self.fit_svm(self._step_features)
         self._step_features = None  # rebuilt from the cache if ever needed again
         super().on_step_end(step)
 
-    def fit_svm(self, features: Tensor, labels: Tensor) -> None:
-        """One-vs-rest linear SVM on L2-normalised features, copied into the head's rows."""
+    def fit_svm(self, data: InMemoryDataset) -> None:
+        """One-vs-rest linear SVM on L2-normalised features, copied into the head's rows.
+
+        ``liblinear`` materialises ``data`` (it needs the whole design matrix); ``newton`` reads
+        it in batches of ``svm_batch_size`` rows, once per pass.
+        """
+        if self.svm_solver == "newton":
+            self._set_rows(*streamed_svm(data, self.svm_c, self.svm_tol, self.svm_batch_size))
+            return
         from sklearn.multiclass import OneVsRestClassifier
         from sklearn.svm import LinearSVC
 
+        features, labels = data.__getitems__(range(len(data)))
         svm = LinearSVC(penalty="l2", dual=False, C=self.svm_c, tol=self.svm_tol, multi_class="ovr", fit_intercept=True)
         x, y = F.normalize(features, dim=1).numpy(), labels.numpy()
         if self.svm_jobs == 1:
@@ -204,10 +245,12 @@ class FeTrIL(ContinualModule):
             intercept = np.concatenate([e.intercept_ for e in ovr.estimators_])
         if len(classes) == 2:  # binary: one hyperplane, decision > 0 means classes[1]
             coef, intercept = np.concatenate([-coef, coef]), np.concatenate([-intercept, intercept])
-        rows = torch.as_tensor(classes, dtype=torch.long)
+        self._set_rows(torch.as_tensor(classes, dtype=torch.long), torch.as_tensor(coef), torch.as_tensor(intercept))
+
+    def _set_rows(self, classes: Tensor, coef: Tensor, intercept: Tensor) -> None:
         with torch.no_grad():
-            self.head.weight[rows] = torch.as_tensor(coef, dtype=self.head.weight.dtype, device=self.device)
-            self.head.bias[rows] = torch.as_tensor(intercept, dtype=self.head.bias.dtype, device=self.device)
+            self.head.weight[classes] = coef.to(self.head.weight)
+            self.head.bias[classes] = intercept.to(self.head.bias)
 
     def classify_features(self, features: Tensor) -> Tensor:
         if self.classifier == "svm" and self.feature_cache is not None:

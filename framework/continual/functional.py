@@ -36,22 +36,33 @@ def nme_scores(features: Tensor, means: Tensor) -> Tensor:
     return -torch.cdist(F.normalize(features, dim=1), means.to(features))
 
 
-def nearest_new_class(old_means: Tensor, new_means: Tensor, distance: str = "euclidean") -> Tensor:
+def nearest_new_class(old_means: Tensor, new_means: Tensor, distance: str = "euclidean", block: int = 256) -> Tensor:
     """For each old class, the index (into ``new_means``) of the closest new class (FeTrIL, Sec. 3.2).
 
-    ``euclidean`` is the official code's ``pairwise_distances`` argmin; ``cosine`` is PyCIL's
-    argmax of cosine similarity between class means.
+    ``euclidean`` is the official code's ``pairwise_distances`` argmin (in float64); ``cosine`` is
+    PyCIL's argmax of cosine similarity between class means. The old classes are taken ``block``
+    at a time, so the temporaries are O(block x D), not O(old classes x D) float64; the cdist
+    mode is the one the whole matrix would get, so every row is computed as before.
     """
+    if distance not in ("euclidean", "cosine"):
+        raise ConfigError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
     if distance == "euclidean":
-        return torch.cdist(old_means.double(), new_means.double()).argmin(dim=1)
-    if distance == "cosine":
-        return (F.normalize(old_means, dim=1) @ F.normalize(new_means, dim=1).T).argmax(dim=1)
-    raise ConfigError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
+        mode = "use_mm_for_euclid_dist" if len(old_means) > 25 or len(new_means) > 25 else "donot_use_mm_for_euclid_dist"
+        new = new_means.double()
+        nearest = [torch.cdist(part.double(), new, compute_mode=mode).argmin(dim=1) for part in old_means.split(block)]
+    else:
+        new = F.normalize(new_means, dim=1)
+        nearest = [(F.normalize(part, dim=1) @ new.T).argmax(dim=1) for part in old_means.split(block)]
+    return torch.cat(nearest) if nearest else torch.zeros(0, dtype=torch.long)
 
 
-def pseudo_features(new_features: Tensor, new_mean: Tensor, old_mean: Tensor) -> Tensor:
-    """FeTrIL's geometric translation (Eq. 1): f_hat = f - mu_new + mu_old for every real f of the new class."""
-    return new_features - new_mean + old_mean
+def pseudo_features(new_features: Tensor, new_mean: Tensor, old_mean: Tensor, out: Tensor | None = None) -> Tensor:
+    """FeTrIL's geometric translation (Eq. 1): f_hat = f - mu_new + mu_old for every real f of the new class.
+
+    ``out`` (may be ``new_features`` itself) receives the result in place; the float operations
+    are the same either way.
+    """
+    return torch.sub(new_features, new_mean, out=out).add_(old_mean)
 
 
 def weight_align_gamma(weight: Tensor, num_old: int, norm: float = 2.0, clamp: bool = False) -> Tensor:

@@ -46,6 +46,9 @@ def batch_passthrough(batch):
     return batch
 
 
+_SAMPLER_BLOCK = 8192
+
+
 class EpochShuffleSampler(RandomSampler):
     """A permutation that depends only on (seed, epoch), like DistributedSampler on one process.
 
@@ -63,7 +66,32 @@ class EpochShuffleSampler(RandomSampler):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        yield from torch.randperm(len(self.data_source), generator=g).tolist()
+        n = len(self.data_source)
+        # randperm draws the same swaps whatever its dtype, so int32 holds the same order in half
+        # the memory of int64, and it is handed out a block at a time: no Python int per row of
+        # the epoch (a list of 500,000 ints is ~20 MB).
+        order = torch.randperm(n, generator=g, dtype=torch.int32 if n < 2**31 else torch.int64)
+        for block in order.split(_SAMPLER_BLOCK):
+            yield from block.tolist()
+
+
+def make_loader(dataset: Dataset, batch_size: int, train: bool, seed: int, num_workers: int = 0) -> DataLoader:
+    """The DataLoader every DataModule hands Lightning: an :class:`EpochShuffleSampler` seeded with
+    ``seed`` when ``train``, whole batches from ``__getitems__`` for in-memory sets.
+
+    Loaders draw their worker seeds from their own generator, not the global one, so building a
+    loader (sanity check, validation) never shifts the training randomness.
+    """
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochShuffleSampler(dataset, seed) if train else None,
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=False,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        collate_fn=batch_passthrough if isinstance(dataset, InMemoryDataset) else None,
+    )
 
 
 class ClasszooDataModule(L.LightningDataModule):
@@ -113,20 +141,8 @@ class ClasszooDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not filled this split")
-        in_memory = isinstance(dataset, InMemoryDataset)
-        # Loaders draw their worker seeds from their own generator, not the global one, so
-        # building a loader (sanity check, validation) never shifts the training randomness.
-        seed = torch.initial_seed()
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=EpochShuffleSampler(dataset, seed) if train else None,
-            generator=torch.Generator().manual_seed(seed),
-            drop_last=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=batch_passthrough if in_memory else None,
-        )
+        batch_size = self.batch_size if train else self.eval_batch_size
+        return make_loader(dataset, batch_size, train, torch.initial_seed(), self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset, train=True)
@@ -136,6 +152,15 @@ class ClasszooDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_dataset, train=False)
+
+    def ordered_dataloader(self, split: str) -> DataLoader:
+        """A split ("train", "val" or "test") in its stored order, unshuffled, at the evaluation batch size.
+
+        For metrics that must not depend on the process (the training loader's shuffle is
+        seeded from ``torch.initial_seed()``): features of the real training images, say.
+        """
+        dataset = {"train": self.train_dataset, "val": self.val_dataset, "test": self.test_dataset}[split]
+        return self._loader(dataset, train=False)
 
     def predict_dataloader(self) -> DataLoader:
         """The test split (``lightning predict`` on a classifier scores the held-out images)."""

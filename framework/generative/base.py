@@ -46,6 +46,7 @@ class GenerativeModule(ClasszooModule):
         #: Classifier evaluations of the last :meth:`generate` call (guidance, verifiers), per sample.
         self.last_classifier_evaluations = 0
         object.__setattr__(self, "_clean_classifier", None)
+        object.__setattr__(self, "_guidance_counter", None)
 
     # -- a classifier of clean data that steers sampling (guidance, verifiers) -----------------
     @property
@@ -64,6 +65,32 @@ class GenerativeModule(ClasszooModule):
         if isinstance(classifier, (str, bytes)) or hasattr(classifier, "__fspath__"):
             classifier = load_clean_classifier(classifier, self.num_classes, self.data_shape)
         object.__setattr__(self, "_clean_classifier", None if classifier is None else CountingClassifier(classifier))
+
+    @property
+    def counted_guidance_classifier(self) -> Any:
+        """The noise-aware ``guidance_classifier`` wrapped in a call counter (None without one).
+
+        The counter stays outside the module tree (the classifier itself remains the
+        generator's submodule, its checkpoint keys unchanged); a classifier set later is wrapped
+        anew, its count carried over.
+        """
+        from framework.generative.guidance_clean import CountingClassifier
+
+        net = getattr(self, "guidance_classifier", None)
+        counter = self._guidance_counter
+        if net is None:
+            return None
+        if counter is None or counter.classifier is not net:
+            fresh = CountingClassifier(net)
+            fresh.calls = counter.calls if counter is not None else 0
+            object.__setattr__(self, "_guidance_counter", fresh)
+            counter = fresh
+        return counter
+
+    @property
+    def classifier_calls(self) -> int:
+        """Forward calls so far of every classifier that steers sampling (clean and noise-aware), all batches."""
+        return sum(c.calls for c in (self._clean_classifier, self._guidance_counter) if c is not None)
 
     @property
     def sample_classes(self) -> int:

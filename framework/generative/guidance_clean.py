@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -135,7 +136,11 @@ def softplus_activations(net: nn.Module, beta: float = 3.0) -> Iterator[int]:
 
 
 class CountingClassifier(nn.Module):
-    """A classifier wrapper that counts its forward calls (``calls``), for the reported budget."""
+    """A classifier wrapper that counts its forward calls (``calls``), for the reported budget.
+
+    Wraps a clean classifier (``x -> logits``) or a noise-aware one (``(x, noise_level) -> logits``):
+    further arguments pass through unchanged.
+    """
 
     def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
@@ -145,11 +150,11 @@ class CountingClassifier(nn.Module):
     def num_classes(self) -> int | None:
         return getattr(self.classifier, "num_classes", None)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *args: Any) -> Tensor:
         self.calls += 1
         p = next(self.classifier.parameters(), None)
         dtype = p.dtype if p is not None else x.dtype
-        return self.classifier(x.to(dtype))
+        return self.classifier(x.to(dtype), *args)
 
 
 def load_clean_classifier(path, num_classes: int, data_shape) -> nn.Module:
@@ -237,7 +242,7 @@ def gfcg_reference(logits: Tensor, labels: Tensor, scale: float) -> tuple[Tensor
     ``c_ref = argmax_{j != y} p(j | x0_hat)`` (the class the sample is most easily mistaken
     for) and ``w = scale * p(c_ref) / (p(c_ref) + p(y))``: strong while the classifier confuses
     the two, vanishing once it is sure of ``y``. (The paper's exact scale rule could not be read
-    here; this is our reading of its abstract: docs/guidance.md.)
+    here; this is our reading of its abstract and method summary: docs/guidance.md.)
     """
     probs = torch.softmax(logits.float(), dim=1)
     p_y = probs.gather(1, labels.long().view(-1, 1)).squeeze(1)

@@ -39,6 +39,33 @@ def frechet_distance_of_features(features1: Tensor, features2: Tensor) -> Tensor
     return frechet_distance(*gaussian_statistics(features1), *gaussian_statistics(features2))
 
 
+def frechet_distance_of_subsets(
+    features: Tensor, reference: Tensor, size: int, count: int = 50, seed: int = 0
+) -> Tensor:
+    """Fréchet distances to ``reference`` of ``count`` seeded random subsets of ``size`` rows of ``features``: (count,) float64.
+
+    The equal-count floor of a Fréchet ratio: a generated set of ``size`` samples is compared
+    with real sets of the same size (the distance is biased upwards by ~tr(S)/n terms, so
+    only equal counts compare), and one subset alone is noisy when ``size`` is near the
+    feature dimension: average these. Subset ``i`` is the first ``size`` rows of
+    ``randperm(N)`` drawn from ``torch.Generator().manual_seed(seed)`` (one generator, drawn
+    ``count`` times), so the figures depend only on the rows' order, the seed and the sizes.
+    A ``size`` of at least ``N`` gives the whole set once.
+    """
+    n = features.shape[0]
+    if size < 2:
+        raise ValueError(f"a subset needs at least 2 rows, got size {size}")
+    mu_ref, sigma_ref = gaussian_statistics(reference)
+    if size >= n:
+        return frechet_distance(*gaussian_statistics(features), mu_ref, sigma_ref).view(1)
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        rows = torch.randperm(n, generator=generator)[:size]
+        out.append(frechet_distance(*gaussian_statistics(features[rows]), mu_ref, sigma_ref))
+    return torch.stack(out)
+
+
 def _sqrt_psd(matrix: Tensor) -> Tensor:
     """Symmetric square root of a symmetric PSD matrix (negative rounding-error eigenvalues set to 0)."""
     eigenvalues, eigenvectors = torch.linalg.eigh(matrix)

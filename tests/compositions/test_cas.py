@@ -59,3 +59,48 @@ def test_cas_of_a_label_permuting_generator_is_near_chance(in_tmp):
     assert result["ratio"] == pytest.approx(result["cas"] / result["real_accuracy"])
     faithful = save_checkpoint(PermutedLabelGenerator(shift=0), in_tmp / "faithful.ckpt")
     assert classification_accuracy_score(faithful, QUICKSTART, root=in_tmp / "cas0", overrides=SHORT, real_arm=False)["cas"] > 0.85
+
+
+def test_a_gan_checkpoint_is_drawn_through_its_generate_interface(tmp_path):
+    """CAS of a GAN: the ``generated`` set is its EMA generator's samples, sample i from seed i; options reach ``generate``."""
+    from framework.generative.gan.module import ADCGAN
+    from framework.generative.output import sample_seeds
+
+    torch.manual_seed(0)
+    gan = ADCGAN(num_classes=10, generator_args={"channels": 4, "latent_dim": 8}, discriminator_args={"channels": 4})
+    with torch.no_grad():  # an EMA generator unlike G, so that the two draws below differ
+        for p in gan.generator_ema.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    path = save_checkpoint(gan, tmp_path / "adcgan.ckpt")
+    dm = GeneratedDataModule(generator=path, num_samples=24, seed=5, generation_batch_size=7)
+    dm.setup("fit")
+    x, y = dm.train_dataset.x, dm.train_dataset.y
+    gan.eval()
+    expected = gan.generate(y, sample_seeds(torch.arange(24), 5)).clamp(-1, 1)  # EMA G by default
+    torch.testing.assert_close(x, expected)
+    raw = GeneratedDataModule(generator=path, num_samples=24, seed=5, sample_options={"use_ema": False})
+    raw.setup("fit")
+    torch.testing.assert_close(raw.train_dataset.x, gan.generate(y, sample_seeds(torch.arange(24), 5), use_ema=False).clamp(-1, 1))
+    assert (raw.train_dataset.x - x).abs().max() > 0.05
+    with pytest.raises(ConfigError, match="does not take 'steps'"):
+        GeneratedDataModule(generator=path, steps=2).setup("fit")  # a GAN has no sampler steps: one line, not a TypeError
+
+
+def test_cas_script_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    import importlib.util
+
+    from framework.generative.gan.module import ADCGAN
+
+    spec = importlib.util.spec_from_file_location("cas_script", Path(__file__).resolve().parents[2] / "benchmarks" / "cas.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    path = save_checkpoint(ADCGAN(num_classes=10, generator_args={"channels": 4, "latent_dim": 8},
+                                  discriminator_args={"channels": 4}), tmp_path / "adcgan.ckpt")
+    base = ["--ckpt", path, "--generator-recipe", str(QUICKSTART.parent / "adcgan_digits.yaml"), "--no-real",
+            "--root", str(tmp_path / "cas")]
+    assert script.cli([*base, "--generated-args", '{"steps": 2}', "--", *SHORT]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not take 'steps'" in err, err
+    with pytest.raises(SystemExit) as stop:
+        script.cli([*base, "--generated-args", "{steps: 2}"])
+    assert stop.value.code == 2 and "not JSON" in capsys.readouterr().err

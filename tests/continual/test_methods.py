@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from framework.continual import ContinualModule, FeTrIL
 from framework.continual.scenario import ClassIncremental, FewShotIncremental
+from framework.data.base import InMemoryDataset
 from framework.data.digits import DigitsDataModule
 from framework.errors import ConfigError
 from registry import create
@@ -209,7 +210,7 @@ def test_fetril_svm_rows_reproduce_sklearn_and_the_pool_gives_the_same(num_class
     x = torch.randn(60, 8) + torch.arange(60).remainder(num_classes).unsqueeze(1).float()
     y = torch.arange(60).remainder(num_classes)
     model = FeTrIL(num_classes=num_classes, data_shape=(1, 8, 8), net="mlp", net_args={"hidden": [8]})
-    model.fit_svm(x, y)
+    model.fit_svm(InMemoryDataset(x, y))
     xn = torch.nn.functional.normalize(x, dim=1)
     ref = LinearSVC(dual=False, C=1.0, tol=1e-4).fit(xn.numpy(), y.numpy())
     ours = model.head(xn).argmax(1)
@@ -218,7 +219,7 @@ def test_fetril_svm_rows_reproduce_sklearn_and_the_pool_gives_the_same(num_class
         return  # the pool (process start-up: seconds) is checked once, on the multi-class case
     single = model.head.weight.detach().clone()
     pooled = FeTrIL(num_classes=num_classes, data_shape=(1, 8, 8), net="mlp", net_args={"hidden": [8]}, svm_jobs=2)
-    pooled.fit_svm(x, y)
+    pooled.fit_svm(InMemoryDataset(x, y))
     assert torch.allclose(pooled.head.weight, single, atol=1e-6)
 
 
@@ -257,3 +258,12 @@ def test_base_checkpoint_gives_every_method_the_same_base_model(tmp_path):
     with pytest.raises(ConfigError, match="base_checkpoint"):
         create("model", "finetune", num_classes=10, data_shape=(1, 8, 8), net="cnn", net_args={"channels": [8, 16]},
                base_checkpoint=path)
+
+
+def test_fetril_newton_svm_runs_the_protocol_as_liblinear_does(runs, tmp_path):
+    """svm_solver: newton through Lightning (pseudo-features streamed to the solver at each step):
+    the same base model, SVM rows equal within the solvers' tolerance, so the same accuracies."""
+    model, _ = run("fetril", cil(), tmp_path / "newton", svm_solver="newton", svm_batch_size=64)
+    reference = runs["fetril"][0]
+    assert model.done and len(model.correct) == 4
+    assert aia(model) == pytest.approx(aia(reference), abs=1.0)

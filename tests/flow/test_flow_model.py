@@ -14,6 +14,7 @@ import registry
 from framework.data.base import InMemoryDataset, batch_passthrough
 from framework.errors import ConfigError
 from framework.generative.flow.model import FlowMatching
+from framework.generative.flow import reflow as reflow_module
 from framework.generative.flow.reflow import ReflowPairs, load_flow
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -166,10 +167,19 @@ def test_reflow_pairs_datamodule(tmp_path, monkeypatch):
     # The pairs are the teacher's own ODE map.
     teacher.eval()
     torch.testing.assert_close(teacher.solve(x0, labels, solver="rk4", steps=10).x, x1, rtol=1e-4, atol=1e-4)
-    # Same arguments, same pairs (read back from the cache).
-    again = ReflowPairs(str(ckpt), num_pairs=600, val_fraction=0.1, cache=str(cache))
-    again.setup("fit")
-    torch.testing.assert_close(again.train_dataset.x0, data.train_dataset.x0)
+    # Same arguments, same pairs, read back from the cache (the teacher is not run again).
+    again = ReflowPairs(str(ckpt), num_pairs=600, val_fraction=0.1, teacher_solver="rk4", teacher_steps=10, cache=str(cache))
+    with monkeypatch.context() as m:
+        m.setattr(reflow_module, "load_flow", lambda *a, **k: pytest.fail("the cached pairs were not reused"))
+        again.setup("fit")
+    torch.testing.assert_close(again.train_dataset.x, data.train_dataset.x)
+    assert again.teacher_nfe is None
+    # Other options (or another teacher): the cache is stale and the pairs are generated again.
+    other = ReflowPairs(str(ckpt), num_pairs=600, val_fraction=0.1, teacher_solver="rk4", teacher_steps=5, cache=str(cache))
+    other.setup("fit")
+    assert other.teacher_nfe == 20
+    torch.testing.assert_close(other.train_dataset.x0, data.train_dataset.x0)
+    assert not torch.allclose(other.train_dataset.x, data.train_dataset.x)
 
     # The student starts from the teacher and trains on the pairs; at 1 Euler step it lands
     # closer to the teacher's samples than the teacher itself does.

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -31,10 +32,22 @@ def test_reflow_recipe_trains_on_the_teacher_pairs(in_tmp):
              "--trainer.enable_model_summary=false"]
     assert main(["fit", "--config", str(RECIPES / "flow_digits.yaml"), *steps]) == 0
     assert (in_tmp / "lightning_logs/version_0/checkpoints/flow_digits.ckpt").is_file()
-    small = ["--data.init_args.num_pairs=40", "--data.init_args.teacher_solver=euler", "--data.init_args.teacher_steps=2"]
-    assert main(["fit", "--config", str(RECIPES / "reflow_digits.yaml"), *FAST, *small]) == 0
-    pairs = __import__("numpy").load(in_tmp / "outputs/reflow_digits/pairs.npz")
+    small = ["--data.init_args.num_pairs=40", "--data.init_args.teacher_solver=euler"]
+
+    def reflow(teacher_steps, *root):
+        assert main(["fit", "--config", str(RECIPES / "reflow_digits.yaml"), *FAST, *small,
+                     f"--data.init_args.teacher_steps={teacher_steps}", *root]) == 0
+
+    reflow(2)
+    pairs = np.load(in_tmp / "reflow_pairs.npz")  # the cache lives in the run's root dir (here the working dir)
     assert pairs["x0"].shape == pairs["x1"].shape == (40, 1, 8, 8)
+    # Runs in other root dirs keep their own caches: b's pairs (1 teacher step) are not a's (3 steps).
+    reflow(3, "--trainer.default_root_dir=a")
+    reflow(1, "--trainer.default_root_dir=b")
+    a, b = np.load(in_tmp / "a/reflow_pairs.npz"), np.load(in_tmp / "b/reflow_pairs.npz")
+    np.testing.assert_array_equal(a["x0"], b["x0"])  # the same seeded sources ...
+    assert np.abs(a["x1"] - b["x1"]).max() > 1e-3  # ... carried by different teacher solves
+    np.testing.assert_array_equal(np.load(in_tmp / "reflow_pairs.npz")["x1"], pairs["x1"])  # the first run's is untouched
 
 
 def test_cifar10_recipe_builds_and_steps():

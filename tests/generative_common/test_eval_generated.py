@@ -63,3 +63,34 @@ def test_noise_scores_far_worse_and_cli_writes_json(evaluator, tmp_path):
     # Arrays work as well as files, and give the same figures.
     same = evaluate_samples((images.numpy(), labels.numpy()), path, verbose=False)
     assert same["fd_test"] == pytest.approx(result["fd_test"]) and np.isclose(same["accuracy"], result["accuracy"])
+
+
+def test_equal_count_floor_is_a_mean_over_subsets_and_the_same_in_every_process(evaluator):
+    """The floor averages 50 train subsets taken in the split's stored order, not the shuffled loader's."""
+    import eval_generated
+
+    from framework.metrics import extract, frechet_distance_of_features
+
+    path, data = evaluator
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(60, 1, 8, 8, generator=g) * 2 - 1, torch.arange(60) // 6
+    results = []
+    for process_seed in (1, 2):  # another process: another initial seed, another loader shuffle
+        torch.manual_seed(process_seed)
+        eval_generated._cached_reference.cache_clear()
+        results.append(evaluate_samples((images.numpy(), labels.numpy()), str(path), verbose=False))
+    first, second = results
+    assert first["fd_real_equal"] == second["fd_real_equal"] and first["fd_ratio_equal"] == second["fd_ratio_equal"]
+    assert first["fd_real_equal_subsets"] == 50 and first["fd_real_equal_sd"] > 0
+    # Independently: the mean over the documented subsets of the stored train order.
+    features = ClassifierFeatures(str(path))
+    data.setup("fit")
+    data.setup("test")
+    train = extract(features, data.train_dataset.x)[0]
+    test = extract(features, data.test_dataset.x)[0]
+    gen = torch.Generator().manual_seed(0)
+    floors = [frechet_distance_of_features(train[torch.randperm(len(train), generator=gen)[:60]], test).item()
+              for _ in range(50)]  # fmt: skip
+    assert first["fd_real_equal"] == pytest.approx(np.mean(floors), rel=1e-9)
+    assert first["fd_real_equal_sd"] == pytest.approx(np.std(floors, ddof=1), rel=1e-6)
+    assert first["fd_ratio_equal"] == pytest.approx(first["fd_test"] / np.mean(floors), rel=1e-9)

@@ -18,6 +18,7 @@ from framework.metrics import (
     fid_metric,
     frechet_distance,
     frechet_distance_of_features,
+    frechet_distance_of_subsets,
     gaussian_statistics,
     kid_metric,
 )
@@ -52,6 +53,26 @@ def test_frechet_distance_closed_forms():
     assert got.item() == pytest.approx(3 + 0 + 1 + 4)
     with pytest.raises(ValueError):
         frechet_distance(torch.zeros(3), s, torch.zeros(2), torch.eye(2))
+
+
+def _scipy_frechet_of_rows(x, ref) -> float:
+    return _scipy_frechet(x.mean(0), np.cov(x, rowvar=False), ref.mean(0), np.cov(ref, rowvar=False))
+
+
+def test_frechet_distance_of_subsets_follows_its_protocol():
+    rng = np.random.default_rng(3)
+    x, ref = rng.normal(size=(40, 3)), rng.normal(1.0, 2.0, size=(30, 3))
+    got = frechet_distance_of_subsets(torch.from_numpy(x), torch.from_numpy(ref), size=12, count=5, seed=7)
+    # The documented draw: one generator seeded 7, the first 12 rows of a fresh randperm each time.
+    g = torch.Generator().manual_seed(7)
+    expected = [_scipy_frechet_of_rows(x[torch.randperm(40, generator=g)[:12].numpy()], ref) for _ in range(5)]
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
+    assert len(set(np.round(expected, 8))) == 5  # five different subsets
+    # The whole set (size >= N) once; too small a subset is an error.
+    whole = frechet_distance_of_subsets(torch.from_numpy(x), torch.from_numpy(ref), size=40)
+    assert whole.shape == (1,) and whole.item() == pytest.approx(_scipy_frechet_of_rows(x, ref), rel=1e-6)
+    with pytest.raises(ValueError):
+        frechet_distance_of_subsets(torch.from_numpy(x), torch.from_numpy(ref), size=1)
 
 
 def test_gaussian_statistics_and_feature_distance():

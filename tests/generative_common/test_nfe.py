@@ -3,6 +3,7 @@
 A wrapper around the net counts the rows it evaluates; a call on 2B rows for a batch of B
 (classifier-free guidance's batched branches) is two evaluations. Every sampler / ODE solver
 is run with every guidance rule, including the ``cfg`` scales 0 and 1 that need one branch.
+The noise-aware classifier counts its own calls too: ``last_classifier_evaluations`` is that count.
 """
 
 import sys
@@ -77,6 +78,8 @@ def test_diffusion_nfe_equals_net_calls(sampler, guidance):
     assert model.last_nfe == counter.rows // B > 0
     if guidance[0] in ("classifier", "cfg+classifier"):
         assert model.guidance_classifier.calls > 0
+    # The noise-aware classifier's own count is the reported one (0 without classifier guidance).
+    assert model.last_classifier_evaluations == model.guidance_classifier.calls
 
 
 @pytest.mark.parametrize("guidance", GUIDANCE, ids=lambda g: f"{g[0]}-{g[1]}")
@@ -89,6 +92,9 @@ def test_flow_nfe_equals_net_calls(solver, guidance):
     model.generate(torch.arange(B) % 3, torch.arange(B), solver=solver, steps=3, **opts)
     assert counter.rows % B == 0
     assert model.last_nfe == counter.rows // B > 0
+    assert model.last_classifier_evaluations == model.guidance_classifier.calls
+    if guidance[0] in ("classifier", "cfg+classifier"):
+        assert model.guidance_classifier.calls > 0
 
 
 def test_cfg_branch_count_is_what_the_scale_needs():

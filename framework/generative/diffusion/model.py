@@ -187,7 +187,7 @@ class Diffusion(GenerativeModule):
                 x=x,
                 labels=labels,
                 null_label=self.null_label,
-                classifier=self.guidance_classifier,
+                classifier=self.counted_guidance_classifier,  # counted in classifier_calls
                 noise_level=sigma,
                 score_coef=sigma**2,  # D = x + sigma^2 score, so D moves by sigma^2 grad log p(y|x)
                 clean_classifier=self.clean_classifier,
@@ -265,11 +265,10 @@ class Diffusion(GenerativeModule):
     ) -> SampleResult:
         """Run a sampler from the state ``x`` (in ``x_hat`` space) down the noise levels ``sigmas``."""
         model = self.denoiser(labels, guidance, guidance_scale, guidance_args)
-        counter = self.clean_classifier
-        calls = counter.calls if counter is not None else 0
+        calls = self.classifier_calls
         result = sample(sampler or self.sample_defaults["sampler"], model, x, sigmas, noise, **options)
         self.last_nfe = result.nfe
-        self.last_classifier_evaluations = counter.calls - calls if counter is not None else 0
+        self.last_classifier_evaluations = self.classifier_calls - calls
         return result
 
     @torch.no_grad()
@@ -451,11 +450,10 @@ class DiffusionTrajectory:
 
     def denoised(self, x: Tensor, labels: Tensor, level: float) -> Tensor:
         model = self.model.denoiser(labels, self.guidance, self.scale, self.guidance_args)
-        counter = self.model.clean_classifier
-        calls = counter.calls if counter is not None else 0
+        calls = self.model.classifier_calls
         out = model(x, self.sigma(level))
         self.rows_nfe += model.nfe * len(x)
-        self.rows_classifier += ((counter.calls - calls) if counter is not None else 0) * len(x)
+        self.rows_classifier += (self.model.classifier_calls - calls) * len(x)
         return out
 
     def renoise(self, x: Tensor, level_from: float, level_to: float, noise: Tensor) -> Tensor:

@@ -227,7 +227,7 @@ class FlowMatching(GenerativeModule):
                 x=x,
                 labels=labels,
                 null_label=self.null_label,
-                classifier=self.guidance_classifier,
+                classifier=self.counted_guidance_classifier,  # counted in classifier_calls
                 noise_level=tb,
                 score_coef=self.path.score_coefficient(tg),
                 clean_classifier=self.clean_classifier,
@@ -311,8 +311,7 @@ class FlowMatching(GenerativeModule):
         guidance = self.guidance if guidance is None else (None if guidance == "none" else guidance)
         scale = self.guidance_scale if guidance_scale is None else guidance_scale
         f = self.velocity_field(labels, guidance, scale, guidance_args)
-        counter = self.clean_classifier
-        calls = counter.calls if counter is not None else 0
+        calls = self.classifier_calls
         result = odesolve(
             f,
             x0,
@@ -327,7 +326,7 @@ class FlowMatching(GenerativeModule):
         )
         result.nfe = f.calls.count
         self.last_nfe = result.nfe
-        self.last_classifier_evaluations = counter.calls - calls if counter is not None else 0
+        self.last_classifier_evaluations = self.classifier_calls - calls
         return result
 
     @torch.no_grad()
@@ -461,11 +460,10 @@ class FlowTrajectory:
         t = torch.tensor(flow_time_of_level(m.path, level), dtype=x.dtype, device=x.device)
         guidance = m.guidance if self.guidance is None else (None if self.guidance == "none" else self.guidance)
         f = m.velocity_field(labels, guidance, m.guidance_scale if self.scale is None else self.scale, self.guidance_args)
-        counter = m.clean_classifier
-        calls = counter.calls if counter is not None else 0
+        calls = m.classifier_calls
         out = denoised_from_velocity(m.path, x, f(t, x), t.clamp_min(1e-4))
         self.rows_nfe += f.calls.count * len(x)
-        self.rows_classifier += ((counter.calls - calls) if counter is not None else 0) * len(x)
+        self.rows_classifier += (self.model.classifier_calls - calls) * len(x)
         return out
 
     sigma_max = 80.0

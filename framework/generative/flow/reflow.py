@@ -5,12 +5,20 @@ new flow with the straight path on these fixed pairs ``(x0, x1)`` gives a straig
 ("2-rectified") flow that needs fewer ODE steps. :class:`ReflowPairs` is the registered
 DataModule that generates the pairs from a checkpoint; its batches are ``(x1, y, x0)`` and
 the ``flow`` model trains on the given ``x0`` instead of drawing its own.
+
+The pairs are cached in the run's root directory (the trainer's ``default_root_dir``, beside
+its ``lightning_logs/``), so two runs in different directories never share them, and the cache
+records the teacher checkpoint's SHA-256 and the generation options: a cache written by
+another teacher (a retrained one) or with other options is regenerated, never reused.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +30,8 @@ from framework.io import write_atomic
 from registry import register
 
 __all__ = ["PairDataset", "ReflowPairs", "generate_pairs", "load_flow"]
+
+log = logging.getLogger(__name__)
 
 
 def load_flow(checkpoint: str, map_location: str | torch.device = "cpu"):
@@ -94,7 +104,9 @@ class ReflowPairs(ClasszooDataModule):
     Labels are balanced (pair i has class ``i % num_classes``) and the source draw of pair i
     comes from seed ``seed + i``, so the same arguments give the same pairs. Generation runs
     once in ``setup`` (on the CPU unless ``device`` says otherwise); with ``cache`` the pairs
-    are saved to / loaded from that ``.npz`` file.
+    are saved to / loaded from that ``.npz`` file, which also records the teacher's SHA-256
+    and the generation options (``num_pairs``, teacher solver, steps, guidance, ``seed``): a
+    file that does not match them is regenerated and overwritten.
 
     Args:
         checkpoint: Path of the teacher's Lightning checkpoint.
@@ -105,7 +117,9 @@ class ReflowPairs(ClasszooDataModule):
         teacher_guidance: Teacher guidance rule (e.g. ``cfg``), or None.
         teacher_guidance_scale: Teacher guidance scale.
         seed: First seed of the source draws.
-        cache: Optional ``.npz`` path: load the pairs from it if it exists, else save them there.
+        cache: ``.npz`` file of the pairs. A relative path is under the run's root directory
+            (the trainer's ``default_root_dir``; the working directory when no trainer is
+            attached); an absolute one is used as given; None: no cache.
         device: Device of the teacher during generation.
         generation_batch_size: Pairs generated per teacher call.
         batch_size: Training batch size.
@@ -123,7 +137,7 @@ class ReflowPairs(ClasszooDataModule):
         teacher_guidance: str | None = None,
         teacher_guidance_scale: float | None = None,
         seed: int = 0,
-        cache: str | None = None,
+        cache: str | None = "reflow_pairs.npz",
         device: str = "cpu",
         generation_batch_size: int = 1000,
         batch_size: int = 128,
@@ -158,21 +172,42 @@ class ReflowPairs(ClasszooDataModule):
         self.class_names = [str(c) for c in range(self.num_classes)]
         self.teacher_nfe: int | None = None
 
+    def cache_path(self) -> Path | None:
+        """Where the pairs are cached: ``cache`` under the trainer's root directory unless absolute (None: no cache)."""
+        if not self.cache:
+            return None
+        path = Path(self.cache)
+        trainer = getattr(self, "trainer", None)
+        if not path.is_absolute() and trainer is not None:
+            path = Path(trainer.default_root_dir) / path
+        return path
+
+    def cache_key(self) -> str:
+        """What the cached pairs were generated from: the teacher's SHA-256 and every generation option."""
+        from framework.data.generated import file_digest
+
+        return json.dumps({"teacher": file_digest(self.checkpoint), "num_pairs": self.num_pairs, "seed": self.seed,
+                           **self.teacher_options}, sort_keys=True)
+
     def pairs(self) -> tuple[Tensor, Tensor, Tensor]:
-        """``(x0, x1, labels)`` of all pairs, generated (or read from the cache)."""
-        if self.cache and os.path.isfile(self.cache):
-            data = np.load(self.cache)
-            if len(data["labels"]) != self.num_pairs:
-                raise ConfigError(f"reflow cache {self.cache} holds {len(data['labels'])} pairs, not {self.num_pairs}")
-            return torch.from_numpy(data["x0"]), torch.from_numpy(data["x1"]), torch.from_numpy(data["labels"])
+        """``(x0, x1, labels)`` of all pairs, generated (or read from the cache when it holds these pairs)."""
+        cache = self.cache_path()
+        key = self.cache_key() if cache is not None else ""
+        if cache is not None and cache.is_file():
+            with np.load(cache) as data:
+                stored = str(data["key"]) if "key" in data else None
+                if stored == key:
+                    return torch.from_numpy(data["x0"]), torch.from_numpy(data["x1"]), torch.from_numpy(data["labels"])
+            log.info("reflow: %s was generated from another teacher or options; generating the pairs again", cache)
         teacher = load_flow(self.checkpoint, map_location=self.generation_device)
         index = torch.arange(self.num_pairs)
         labels = index % max(self.num_classes, 1)
         x0, x1, self.teacher_nfe = generate_pairs(
             teacher, labels, index + self.seed, self.generation_batch_size, **self.teacher_options
         )
-        if self.cache:  # written whole or not at all: a cut-off cache would fail the next run
-            write_atomic(self.cache, lambda f: np.savez(f, x0=x0.numpy(), x1=x1.numpy(), labels=labels.numpy()))
+        if cache is not None:  # written whole or not at all: a cut-off cache would fail the next run
+            arrays = {"x0": x0.numpy(), "x1": x1.numpy(), "labels": labels.numpy(), "key": np.array(key)}
+            write_atomic(cache, lambda f: np.savez(f, **arrays))
         return x0, x1, labels
 
     def setup(self, stage: str | None = None) -> None:
