@@ -241,15 +241,23 @@ def _render_task(args: tuple) -> tuple[int, np.ndarray, np.ndarray]:
     return label, render_class(label, "train", n_train, seed, **kwargs), render_class(label, "test", n_test, seed, **kwargs)
 
 
+def render_pool(workers: int) -> ProcessPoolExecutor:
+    """The worker processes of :func:`render`, each with its own open fonts."""
+    # fork (Linux): the workers start at once, without importing torch again (they use NumPy only).
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    # A forked worker would inherit the parent's open FT2Font faces, whose font files share one
+    # read offset with the parent and the other workers: concurrent glyph loads then read each
+    # other's bytes (a wrong glyph, or "failed to load glyph"). Each worker opens its own.
+    return ProcessPoolExecutor(workers, mp_context=get_context(method), initializer=_font.cache_clear)
+
+
 def render(n_train: int, n_test: int, seed: int, workers: int = 2, **kwargs) -> dict[str, np.ndarray]:
     """Every class: ``x_train`` (100 n_train, S, S, 3) uint8, ``y_train``, ``x_test``, ``y_test``,
     class by class in label order. ``workers`` processes share the classes (the bytes do not
     depend on it)."""
     tasks = [(label, n_train, n_test, seed, kwargs) for label in range(len(GLYPHS))]
     if workers > 1:
-        # fork (Linux): the workers start at once, without importing torch again (they use NumPy only).
-        method = "fork" if "fork" in get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(workers, mp_context=get_context(method)) as pool:
+        with render_pool(workers) as pool:
             parts = list(pool.map(_render_task, tasks, chunksize=4))
     else:
         parts = [_render_task(t) for t in tasks]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import framework
-from framework.data.glyphs import FONTS, GLYPHS, fonts_for, render_class
+from framework.data.glyphs import FONTS, GLYPHS, _font, fonts_for, render, render_class, render_pool
 from framework.errors import ConfigError
 
 TINY = {"n_train": 3, "n_test": 2, "render_workers": 1}
@@ -45,6 +45,22 @@ def test_an_image_does_not_depend_on_how_many_are_rendered():
     # Per-(seed, split, class) generators: the first images of a longer render are the same.
     assert np.array_equal(render_class(5, "train", 3, seed=0), render_class(5, "train", 6, seed=0)[:3])
     assert not np.array_equal(render_class(5, "train", 3, seed=0), render_class(5, "test", 3, seed=0))
+
+
+def _open_fonts() -> int:
+    return _font.cache_info().currsize
+
+
+def test_workers_render_the_same_bytes_after_the_parent_opened_the_fonts():
+    # A DataModule opens every font (fonts_for) before it renders; forked workers must not read
+    # through the parent's open faces (one shared file offset: garbage glyphs or a failure).
+    for name in FONTS:
+        fonts_for("A", (name,))
+    with render_pool(2) as pool:
+        assert pool.submit(_open_fonts).result() == 0  # the worker opens its own fonts
+    two = render(2, 1, seed=3, workers=2)
+    one = render(2, 1, seed=3, workers=1)
+    assert all(np.array_equal(two[k], one[k]) for k in one)
 
 
 def test_images_have_the_drawn_contrast():
