@@ -463,7 +463,7 @@ class FlowTrajectory:
         calls = m.classifier_calls
         out = denoised_from_velocity(m.path, x, f(t, x), t.clamp_min(1e-4))
         self.rows_nfe += f.calls.count * len(x)
-        self.rows_classifier += (self.model.classifier_calls - calls) * len(x)
+        self.rows_classifier += (m.classifier_calls - calls) * len(x)
         return out
 
     sigma_max = 80.0
