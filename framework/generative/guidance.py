@@ -80,6 +80,8 @@ class GuidanceInput:
             prediction at ``x`` (the identity for a denoiser; a flow's velocity converts).
         sigma: (B,) noise level of ``x_hat = x / hat_scale = x0 + sigma n``.
         hat_scale: Scalar or (B,): the state is ``hat_scale * x_hat`` (flow: ``a_t``).
+        undenoise: ``x0_hat -> prediction`` at ``x``, the inverse of ``denoise`` (both affine).
+        data_range: ``(low, high)`` of the data (images: ``(-1, 1)``), or None (vector data).
     """
 
     x: Tensor
@@ -93,6 +95,8 @@ class GuidanceInput:
     denoise: Callable[[Tensor], Tensor] | None = None
     sigma: Tensor | None = None
     hat_scale: Tensor | float = 1.0
+    undenoise: Callable[[Tensor], Tensor] | None = None
+    data_range: tuple[float, float] | None = None
 
 
 class NetCalls:

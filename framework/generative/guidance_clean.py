@@ -7,8 +7,8 @@ or flow, with any trained classifier, without retraining either:
   classifier-guided diffusion generation"; reference: AlexMaOLS/EluCD, ``design_cond_fn`` in
   ``DDPM/scripts/classifier_sample.py`` and ``p_sample`` in ``guided_diffusion/gaussian_diffusion.py``).
   The gradient ``g = grad_{x0_hat} log[exp(tau1 f_y) / sum_j exp(tau2 f_j)]`` of the
-  classifier's calibrated log-probability at the detached ``x0_hat`` (its ReLUs replaced by
-  ``Softplus(beta)`` while guiding), added to the score of the state with the paper's
+  classifier's calibrated log-probability at the detached ``x0_hat``, clamped to the data range
+  as the reference's ``clip_denoised`` (its ReLUs replaced by ``Softplus(beta)`` while guiding), added to the score of the state with the paper's
   time-dependent scale (:func:`elucd_schedule`, :func:`elucd_score_weight`).
 * ``gfcg`` (Shenoy et al. 2024, "Gradient-free classifier guidance for diffusion model
   sampling", arXiv 2411.15393): classifier-free guidance whose reference is not the null class
@@ -190,8 +190,11 @@ class CleanClassifierGuidance(Guidance):
 
     ``score(x_hat) += scale * lambda(sigma) * g`` with ``g`` the gradient of the calibrated
     log-probability at the detached ``x0_hat`` (:func:`calibrated_log_prob_grad`) and
-    ``lambda = (1 + kappa sin(pi tau) beta_max / beta(tau)) / sqrt(1 + sigma^2)``. Works on an
-    unconditional generator too: the classifier alone carries the class.
+    ``lambda = (1 + kappa sin(pi tau) beta_max / beta(tau)) / sqrt(1 + sigma^2)``. With
+    ``clip_denoised`` (the reference's default) ``x0_hat`` is first clamped to the data range,
+    for the classifier and for the step (the guided prediction is the one whose ``x0_hat`` is
+    the clamped one, plus the shift). Works on an unconditional generator too: the classifier
+    alone carries the class.
 
     Args:
         scale: Classifier scale ``s`` (reference: 1).
@@ -202,6 +205,10 @@ class CleanClassifierGuidance(Guidance):
         unconditional: Guide the generator's null-class prediction (a generator trained with
             ``label_dropout: 1``, or the unconditional branch of a CFG-trained one) instead of
             its prediction for the target class.
+        clip_denoised: Clamp ``x0_hat`` to the generator's data range (images: [-1, 1]; vector
+            data has none: nothing is clamped) before the classifier sees it and before the step
+            uses it, as the reference's ``p_mean_variance`` (``clip_denoised=True``) does; False:
+            the unclamped ``x0_hat`` (this project's behaviour before session 5).
     """
 
     conditional = False
@@ -214,16 +221,28 @@ class CleanClassifierGuidance(Guidance):
         kappa: float = 0.3,
         softplus_beta: float = 3.0,
         unconditional: bool = False,
+        clip_denoised: bool = True,
     ) -> None:
         if softplus_beta <= 0:
             raise ConfigError(f"softplus_beta must be > 0, got {softplus_beta}")
         self.scale, self.tau1, self.tau2, self.kappa = float(scale), float(tau1), float(tau2), float(kappa)
         self.softplus_beta, self.unconditional = float(softplus_beta), bool(unconditional)
+        self.clip_denoised = bool(clip_denoised)
 
-    def correction(self, prediction: Tensor, inp: GuidanceInput) -> Tensor:
-        """The term added to the prediction."""
-        classifier, sigma = _clean_input(inp, "elucd")
+    def clipped(self, prediction: Tensor, inp: GuidanceInput) -> tuple[Tensor, Tensor]:
+        """``(prediction, x0_hat)`` with ``x0_hat`` clamped to ``inp.data_range`` (unchanged without clipping)."""
         x0_hat = inp.denoise(prediction)
+        if not self.clip_denoised or inp.data_range is None:
+            return prediction, x0_hat
+        if inp.undenoise is None:
+            raise ConfigError("elucd clip_denoised needs the generator's undenoise (x0_hat -> prediction)")
+        x0_clip = x0_hat.clamp(*inp.data_range)
+        # denoise is affine per sample: where nothing is clamped the difference is exactly 0
+        return prediction + (inp.undenoise(x0_clip) - inp.undenoise(x0_hat)), x0_clip
+
+    def correction(self, x0_hat: Tensor, inp: GuidanceInput) -> Tensor:
+        """The term added to the prediction, from the classifier's gradient at ``x0_hat``."""
+        classifier, sigma = _clean_input(inp, "elucd")
         with softplus_activations(classifier, self.softplus_beta):
             g = calibrated_log_prob_grad(classifier, x0_hat, inp.labels, self.tau1, self.tau2)
         weight = elucd_score_weight(sigma, self.kappa).to(g)
@@ -232,7 +251,11 @@ class CleanClassifierGuidance(Guidance):
 
     def __call__(self, predict: Predict, inp: GuidanceInput) -> Tensor:
         out = predict(inp.x, torch.full_like(inp.labels, inp.null_label) if self.unconditional else inp.labels)
-        return out + self.correction(out, inp).to(out.dtype) if self.scale else out
+        if not self.scale:
+            return out
+        _clean_input(inp, "elucd")
+        out, x0_hat = self.clipped(out, inp)
+        return out + self.correction(x0_hat, inp).to(out.dtype)
 
 
 # -- GFCG ---------------------------------------------------------------------------------------

@@ -71,6 +71,76 @@ def test_elucd_rule_on_fixed_tensors():
         build_guidance("elucd")(predict, GuidanceInput(x=x, labels=y, null_label=3))
 
 
+def _linear_calibrated_grad(x0, y, tau1=1.0, tau2=0.5):
+    """``tau1 W[:, y] - tau2 W softmax(tau2 x0 W)`` by hand (the linear classifier's calibrated gradient)."""
+    rows = []
+    for i in range(len(x0)):
+        f = [sum(float(x0[i, d]) * float(W[d, j]) for d in range(4)) for j in range(3)]
+        e = [math.exp(tau2 * fj) for fj in f]
+        p = [ej / sum(e) for ej in e]
+        rows.append([tau1 * float(W[d, y[i]]) - tau2 * sum(float(W[d, j]) * p[j] for j in range(3)) for d in range(4)])
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_elucd_clips_x0_hat_to_the_data_range_for_classifier_and_step():
+    # the reference (p_mean_variance, clip_denoised=True) clamps pred_xstart to [-1, 1]; the
+    # classifier's gradient is taken there and the step's mean is built from it
+    x = torch.tensor([[2.4, -0.1, 0.4, -3.0], [-0.5, 3.6, 0.1, 0.0]], dtype=torch.float64)
+    y = torch.tensor([1, 2])
+    sigma = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    predict = lambda xx, yy: 0.5 * xx + 0.1 * yy.view(-1, 1).to(xx)  # noqa: E731 - a denoiser D
+    d = predict(x, y)  # [[1.3, 0.05, 0.3, -1.4], [-0.05, 2.0, 0.25, 0.2]]: three entries out of [-1, 1]
+    d_clip = torch.tensor([[1.0, 0.05, 0.3, -1.0], [-0.05, 1.0, 0.25, 0.2]], dtype=torch.float64)
+    tau = [0.0, 0.0]
+    for i, s_ in enumerate(sigma.tolist()):  # VP time of sigma by bisection, independently of vp_time_of_sigma
+        lo, hi = 0.0, 1.0
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if 0.1 * mid + 19.9 * mid**2 / 2 < math.log(1 + s_**2) else (lo, mid)
+        tau[i] = lo
+    lam = torch.tensor([(1 + 0.3 * math.sin(math.pi * t) * 20 / (0.1 + 19.9 * t)) / math.sqrt(1 + s_**2)
+                        for t, s_ in zip(tau, sigma.tolist())], dtype=torch.float64).view(-1, 1)  # fmt: skip
+    g = _linear_calibrated_grad(d_clip, y)
+    diff = GuidanceInput(x=x, labels=y, null_label=3, score_coef=sigma**2, clean_classifier=_Linear(),
+                         denoise=lambda p: p, undenoise=lambda p: p, sigma=sigma, data_range=(-1.0, 1.0))
+    out = build_guidance("elucd", scale=2.0)(predict, diff)
+    torch.testing.assert_close(out, d_clip + sigma.view(-1, 1) ** 2 * 2.0 * lam * g)
+    # clip_denoised False: the unclamped estimate, as before session 5
+    out_raw = build_guidance("elucd", scale=2.0, clip_denoised=False)(predict, diff)
+    torch.testing.assert_close(out_raw, d + sigma.view(-1, 1) ** 2 * 2.0 * lam * _linear_calibrated_grad(d, y))
+    # vector data has no range: nothing is clamped
+    vec = GuidanceInput(**{**diff.__dict__, "data_range": None})
+    torch.testing.assert_close(build_guidance("elucd", scale=2.0)(predict, vec), out_raw)
+    # a flow (cfm at t = 0.6): the prediction is a velocity, x1_hat = x + (1 - t) v; the guided
+    # velocity is the one whose x1_hat is the clamped one, plus score_coef * s lambda g / a
+    t, a = 0.6, 0.6
+    vel = lambda xx, yy: (predict(xx, yy) - xx) / (1 - t) + 2.0 * xx  # noqa: E731 - x1_hat = D + 0.8 x
+    x1 = x + (1 - t) * vel(x, y)
+    x1_clip = x1.clamp(-1, 1)
+    coef = (1 - t) / a  # b (a' b - a b') / a with a = t, b = 1 - t
+    flow = GuidanceInput(x=x, labels=y, null_label=3, score_coef=coef, clean_classifier=_Linear(),
+                         denoise=lambda v: x + (1 - t) * v, undenoise=lambda x1_: (x1_ - x) / (1 - t),
+                         sigma=sigma, hat_scale=a, data_range=(-1.0, 1.0))
+    out_f = build_guidance("elucd", scale=2.0)(vel, flow)
+    expected = (x1_clip - x) / (1 - t) + coef * 2.0 * lam * _linear_calibrated_grad(x1_clip, y) / a
+    torch.testing.assert_close(out_f, expected)
+    with pytest.raises(ConfigError, match="undenoise"):
+        build_guidance("elucd")(predict, GuidanceInput(**{**diff.__dict__, "undenoise": None}))
+
+
+def test_velocity_from_denoised_inverts_denoised_from_velocity():
+    from framework.generative.flow.paths import build_path, denoised_from_velocity, velocity_from_denoised
+
+    x = torch.tensor([[0.3, -1.2], [2.0, 0.5]], dtype=torch.float64)
+    x1 = torch.tensor([[1.0, -0.4], [-0.7, 0.9]], dtype=torch.float64)
+    t = torch.tensor([0.25, 0.8], dtype=torch.float64)
+    # cfm (a = t, b = 1 - t): v = (x1 - x) / (1 - t)
+    torch.testing.assert_close(velocity_from_denoised(build_path("cfm"), x, x1, t), (x1 - x) / (1 - t).view(-1, 1))
+    for name in ("vp_path", "target_cfm"):
+        path = build_path(name)
+        torch.testing.assert_close(denoised_from_velocity(path, x, velocity_from_denoised(path, x, x1, t), t), x1)
+
+
 def test_softplus_swap_is_temporary():
     net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
     relus = [m for m in net.modules() if isinstance(m, nn.ReLU)]

@@ -192,6 +192,8 @@ class Diffusion(GenerativeModule):
                 score_coef=sigma**2,  # D = x + sigma^2 score, so D moves by sigma^2 grad log p(y|x)
                 clean_classifier=self.clean_classifier,
                 denoise=lambda d: d,  # the prediction is the denoised estimate
+                undenoise=lambda d: d,
+                data_range=self.data_range,
                 sigma=sigma,
             )
             return rule(net, inp)
