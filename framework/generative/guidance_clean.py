@@ -193,8 +193,11 @@ class CleanClassifierGuidance(Guidance):
     ``lambda = (1 + kappa sin(pi tau) beta_max / beta(tau)) / sqrt(1 + sigma^2)``. With
     ``clip_denoised`` (the reference's default) ``x0_hat`` is first clamped to the data range,
     for the classifier and for the step (the guided prediction is the one whose ``x0_hat`` is
-    the clamped one, plus the shift). Works on an unconditional generator too: the classifier
-    alone carries the class.
+    the clamped one, plus the shift). With ``through_denoiser`` the gradient is instead taken
+    w.r.t. the state through the generator's ``x0_hat(x)`` (chain rule, one backward pass
+    through the net per evaluation): ``score(x_hat) += scale * gamma(sigma) * grad_{x_hat}
+    log p(y | x0_hat(x_hat))``. Works on an unconditional generator too: the classifier alone
+    carries the class.
 
     Args:
         scale: Classifier scale ``s`` (reference: 1).
@@ -209,6 +212,11 @@ class CleanClassifierGuidance(Guidance):
             data has none: nothing is clamped) before the classifier sees it and before the step
             uses it, as the reference's ``p_mean_variance`` (``clip_denoised=True``) does; False:
             the unclamped ``x0_hat`` (this project's behaviour before session 5).
+        through_denoiser: Differentiate ``log p(y | x0_hat(x))`` w.r.t. the state ``x`` through
+            the generator (the chain rule ``J^T g``, ``J = d x0_hat / d x``; weight ``gamma``
+            without the reference's ``1 / sqrt(1 + sigma^2)``, which converts a gradient at
+            ``x0_hat`` into a score) instead of at the detached ``x0_hat`` (False, the reference).
+            The clamp of ``clip_denoised`` then lies inside the graph (no gradient where it binds).
     """
 
     conditional = False
@@ -222,12 +230,13 @@ class CleanClassifierGuidance(Guidance):
         softplus_beta: float = 3.0,
         unconditional: bool = False,
         clip_denoised: bool = True,
+        through_denoiser: bool = False,
     ) -> None:
         if softplus_beta <= 0:
             raise ConfigError(f"softplus_beta must be > 0, got {softplus_beta}")
         self.scale, self.tau1, self.tau2, self.kappa = float(scale), float(tau1), float(tau2), float(kappa)
         self.softplus_beta, self.unconditional = float(softplus_beta), bool(unconditional)
-        self.clip_denoised = bool(clip_denoised)
+        self.clip_denoised, self.through_denoiser = bool(clip_denoised), bool(through_denoiser)
 
     def clipped(self, prediction: Tensor, inp: GuidanceInput) -> tuple[Tensor, Tensor]:
         """``(prediction, x0_hat)`` with ``x0_hat`` clamped to ``inp.data_range`` (unchanged without clipping)."""
@@ -250,12 +259,34 @@ class CleanClassifierGuidance(Guidance):
         return _broadcast(inp.score_coef, g) * shift
 
     def __call__(self, predict: Predict, inp: GuidanceInput) -> Tensor:
-        out = predict(inp.x, torch.full_like(inp.labels, inp.null_label) if self.unconditional else inp.labels)
+        labels = torch.full_like(inp.labels, inp.null_label) if self.unconditional else inp.labels
+        if self.scale and self.through_denoiser:
+            return self._through_denoiser(predict, labels, inp)
+        out = predict(inp.x, labels)
         if not self.scale:
             return out
         _clean_input(inp, "elucd")
         out, x0_hat = self.clipped(out, inp)
         return out + self.correction(x0_hat, inp).to(out.dtype)
+
+    def _through_denoiser(self, predict: Predict, labels: Tensor, inp: GuidanceInput) -> Tensor:
+        """One net evaluation with its graph: the prediction and ``grad_x log p(y | x0_hat(x))``."""
+        classifier, sigma = _clean_input(inp, "elucd")
+        with torch.enable_grad(), torch.inference_mode(False):
+            x = inp.x.detach().clone().requires_grad_(True)
+            out = predict(x, labels)
+            x0_hat = inp.denoise(out, x)
+            if self.clip_denoised and inp.data_range is not None:
+                x0_hat = x0_hat.clamp(*inp.data_range)
+            with softplus_activations(classifier, self.softplus_beta):
+                logp = calibrated_log_prob(classifier(x0_hat), inp.labels, self.tau1, self.tau2)
+            (grad,) = torch.autograd.grad(logp.sum(), x)
+        out = out.detach()
+        if self.clip_denoised and inp.data_range is not None:
+            out, _ = self.clipped(out, inp)
+        weight = elucd_schedule(sigma, self.kappa).to(grad)
+        shift = self.scale * _broadcast(weight, grad) * grad  # the score of the state x
+        return out + (_broadcast(inp.score_coef, grad) * shift).to(out.dtype)
 
 
 # -- GFCG ---------------------------------------------------------------------------------------

@@ -191,7 +191,7 @@ class Diffusion(GenerativeModule):
                 noise_level=sigma,
                 score_coef=sigma**2,  # D = x + sigma^2 score, so D moves by sigma^2 grad log p(y|x)
                 clean_classifier=self.clean_classifier,
-                denoise=lambda d: d,  # the prediction is the denoised estimate
+                denoise=lambda d, at=None: d,  # the prediction is the denoised estimate
                 undenoise=lambda d: d,
                 data_range=self.data_range,
                 sigma=sigma,
