@@ -76,6 +76,13 @@ GUIDANCE = [
     *[(f"uncond, elucd s={s:g} clip, ddpm 35 vp", "uncond", {**_elucd(s), **DDPM35VP}) for s in (0.5, 1.0)],
     ("uncond, no guidance, ddpm 250 vp", "uncond", DDPM250VP),
     ("uncond, elucd s=1 clip, ddpm 250 vp", "uncond", {**_elucd(1.0), **DDPM250VP}),
+    # the chain rule through the generator's x0_hat(x) (not the reference: it detaches x0_hat)
+    *[(f"uncond, elucd s={s:g} through, ddpm 35", "uncond", {**_elucd(s, through_denoiser=True), **DDPM35})
+      for s in (1.0, 2.0, 4.0)],
+    *[(f"uncond, elucd s={s:g} through, edm_heun 18", "uncond", {**_elucd(s, through_denoiser=True), **HEUN18})
+      for s in (1.0, 2.0, 4.0)],
+    *[(f"flow, elucd s={s:g} through, midpoint 18", "flow", {**_elucd(s, through_denoiser=True), **MID18})
+      for s in (1.0, 2.0, 4.0)],
     ("cond, no guidance", "cond", {}),
     ("cond, gfcg w=1", "cond", {"guidance": "gfcg", "guidance_scale": 1.0}),
     ("cond, gfcg w=2", "cond", {"guidance": "gfcg", "guidance_scale": 2.0}),
