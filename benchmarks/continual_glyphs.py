@@ -1,12 +1,15 @@
 """Glyphs B50 + 10 steps of 5: every class-incremental method, several seeds, table and accuracy-per-step plot.
 
     OMP_NUM_THREADS=1 MPLBACKEND=Agg python benchmarks/continual_glyphs.py [--seeds 0 1 2] [--jobs 2] \\
-        [--base-epochs 10] [--epochs 2] [--joint-epochs 1] [--memory 2000] \\
+        [--base-epochs N] [--epochs N] [--joint-epochs N] [--memory N] \\
         [--out docs/benchmarks/continual_glyphs.json] [--plot docs/benchmarks/continual_glyphs.png]
 
 Runs recipes/<method>_glyphs_b50_10steps.yaml (glyphs, 100 training and 50 test images per
-class, class order seed 1993, the small CNN, SGD lr 0.05) through the CLI, one process per run
-and ``--jobs`` at a time, with ``seed_everything`` = the seed.
+class, class order seed 1993, the small CNN, SGD lr 0.05, cosine over each step's optimiser
+steps) through the CLI, one process per run and ``--jobs`` at a time, with ``seed_everything``
+= the seed. Every length and the memory default to the recipes' own (10 base epochs; 6 per
+later step for finetune, iCaRL and WA, 3 for joint; 2,000 exemplars): the options shorten or
+change them.
 
 The same base model for every method of a seed: one ``finetune`` run per seed trains the base
 step (``--base-epochs``, the recipes' SGD and cosine schedule) with its later steps untrained,
@@ -14,8 +17,8 @@ and its checkpoint is every other method's ``base_checkpoint`` (``base_epochs: 0
 its own base step with the same net, epochs, optimizer and seed, because its official head
 differs (no bias, weights clipped to >= 0 from the first step; ``--wa-shared-base`` with
 ``--wa-options`` that give it a bias and no clipping shares the base instead). Later steps:
-``--epochs`` for finetune, iCaRL and WA, ``--joint-epochs`` for joint (the recipes' 6 and 3
-shortened alike), ``--memory`` exemplars for iCaRL and WA (the recipes': 2,000). WA runs on the
+``--epochs`` for finetune, iCaRL and WA, ``--joint-epochs`` for joint, ``--memory`` exemplars
+for iCaRL and WA. WA runs on the
 same B50 scenario here (its recipe is B0). Prints per-step mean accuracy, AIA mean and
 standard deviation over seeds, last accuracy and forgetting, and writes every run's
 metrics.json (plus the run's CPU seconds, ``cpu_seconds``) into ``--out`` after each run.
@@ -58,15 +61,16 @@ def config(method: str, seed: int, args: argparse.Namespace, base_checkpoint: st
     cfg["seed_everything"] = seed
     cfg["data"]["init_args"]["dataset"]["init_args"]["root"] = os.path.abspath(args.root)
     model = cfg["model"]["init_args"]
-    model["base_epochs"] = args.base_epochs
+    overrides = {"base_epochs": args.base_epochs}  # None: the recipe's own value
+    if recipe in TRAINED_LATER:
+        overrides["epochs"] = args.epochs
+    if method == "joint":
+        overrides["epochs"] = args.joint_epochs
+    if method in ("icarl", "wa"):
+        overrides["memory_size"] = args.memory
+    model.update({k: v for k, v in overrides.items() if v is not None})
     if method == "base":
         model["epochs"] = 0  # the base step only: the later steps are evaluated, not trained
-    elif recipe in TRAINED_LATER:
-        model["epochs"] = args.epochs
-    if method == "joint":
-        model["epochs"] = args.joint_epochs
-    if method in ("icarl", "wa"):
-        model["memory_size"] = args.memory
     if method == "wa":
         model.update(json.loads(args.wa_options))
     if base_checkpoint:
@@ -106,10 +110,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--base-epochs", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--joint-epochs", type=int, default=1)
-    parser.add_argument("--memory", type=int, default=2000)
+    parser.add_argument("--base-epochs", type=int, default=None, help="base epochs (default: the recipes', 10)")
+    parser.add_argument("--epochs", type=int, default=None, help="later-step epochs of finetune, iCaRL, WA (default: the recipes', 6)")
+    parser.add_argument("--joint-epochs", type=int, default=None, help="joint's later-step epochs (default: its recipe's, 3)")
+    parser.add_argument("--memory", type=int, default=None, help="iCaRL's and WA's exemplars (default: the recipes', 2,000)")
     parser.add_argument("--wa-options", default="{}", help="JSON of WA constructor options (default: its official-code ones)")
     parser.add_argument("--wa-shared-base", action="store_true", help="WA starts from the shared base model too")
     parser.add_argument("--base-dir", default=None, help="keep (and reuse) each seed's base checkpoint here")
@@ -154,7 +158,8 @@ def main() -> None:
 
         def base_model(seed: int) -> str:
             """The seed's shared base checkpoint (trained here unless --base-dir holds it)."""
-            path = os.path.join(base_dir, f"base-{seed}-{args.base_epochs}epochs.ckpt")
+            base = config("base", seed, args)["model"]["init_args"]
+            path = os.path.join(base_dir, f"base-{seed}-{base['base_epochs']}epochs-{base.get('scheduler_interval', 'epoch')}.ckpt")
             if not os.path.exists(path):
                 row = run("base", seed, args, workdir)
                 os.replace(row.pop("checkpoint"), path)
