@@ -5,8 +5,8 @@
         [--out docs/benchmarks/continual_glyphs.json] [--plot docs/benchmarks/continual_glyphs.png]
 
 Runs recipes/<method>_glyphs_b50_10steps.yaml (glyphs, 100 training and 50 test images per
-class, class order seed 1993, the small CNN, SGD lr 0.05, cosine over each step's optimiser
-steps) through the CLI, one process per run and ``--jobs`` at a time, with ``seed_everything``
+class, class order seed 1993, the small CNN, SGD lr 0.05, cosine per epoch on the base step
+and over each later step's optimiser steps) through the CLI, one process per run and ``--jobs`` at a time, with ``seed_everything``
 = the seed. Every length and the memory default to the recipes' own (10 base epochs; 6 per
 later step for finetune, iCaRL and WA, 3 for joint; 2,000 exemplars): the options shorten or
 change them.
@@ -159,7 +159,7 @@ def main() -> None:
         def base_model(seed: int) -> str:
             """The seed's shared base checkpoint (trained here unless --base-dir holds it)."""
             base = config("base", seed, args)["model"]["init_args"]
-            path = os.path.join(base_dir, f"base-{seed}-{base['base_epochs']}epochs-{base.get('scheduler_interval', 'epoch')}.ckpt")
+            path = os.path.join(base_dir, f"base-{seed}-{base['base_epochs']}epochs-{base.get('base_scheduler_interval', 'epoch')}.ckpt")
             if not os.path.exists(path):
                 row = run("base", seed, args, workdir)
                 os.replace(row.pop("checkpoint"), path)

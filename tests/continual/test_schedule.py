@@ -51,7 +51,7 @@ def cosine(t, periods):
 
 def test_step_interval_anneals_over_each_steps_batches(tmp_path):
     record = RecordLR()
-    model, data = run(tmp_path, callbacks=[record], scheduler_interval="step")
+    model, data = run(tmp_path, callbacks=[record], base_scheduler_interval="step", scheduler_interval="step")
     assert model.done
     for step in range(data.num_steps):
         lrs = [lr for s, _, lr in record.rows if s == step]
@@ -66,11 +66,13 @@ def test_step_interval_anneals_over_each_steps_batches(tmp_path):
     assert len({math.ceil(len(data.train_indices(s)) / 64) for s in range(data.num_steps)}) > 1
 
 
-def test_epoch_interval_is_the_default_and_steps_once_per_epoch(tmp_path):
+@pytest.mark.parametrize("later", ["epoch", "step"])
+def test_epoch_interval_is_the_default_and_steps_once_per_epoch(tmp_path, later):
+    """The default on every step; with ``scheduler_interval: step`` alone, on the base step."""
     record = RecordLR()
-    model, data = run(tmp_path, callbacks=[record])
-    assert model.scheduler_interval == "epoch"
-    for step in range(data.num_steps):
+    model, data = run(tmp_path, callbacks=[record], **({"scheduler_interval": "step"} if later == "step" else {}))
+    assert model.base_scheduler_interval == "epoch" and model.scheduler_interval == later
+    for step in range(data.num_steps if later == "epoch" else 1):
         for epoch in range(2):
             lrs = [lr for s, e, lr in record.rows if (s, e) == (step, epoch)]
             assert lrs and lrs == pytest.approx([cosine(epoch, 2)] * len(lrs))  # one lr per epoch: 0.1 then 0.05
@@ -80,6 +82,7 @@ def test_step_interval_resumes_mid_step_on_the_same_schedule(tmp_path):
     record = RecordLR()
     ckpts = ModelCheckpoint(dirpath=tmp_path / "ck", filename="{epoch}", every_n_epochs=1, save_top_k=-1)
     full, _ = run(tmp_path / "full", callbacks=[record, ckpts], scheduler_interval="step")
+    assert full.done and len({lr for s, _, lr in record.rows if s == 1}) > 2  # later steps anneal per batch
     # epoch index 2 is the first epoch of step 1 (2 base epochs): resume in the middle of step 1
     again = RecordLR()
     model, _ = run(tmp_path / "again", callbacks=[again], ckpt_path=tmp_path / "ck" / "epoch=2.ckpt",
@@ -92,5 +95,6 @@ def test_step_interval_resumes_mid_step_on_the_same_schedule(tmp_path):
 
 
 def test_bad_interval_is_a_config_error():
-    with pytest.raises(ConfigError, match="scheduler_interval"):
-        create("model", "finetune", num_classes=10, data_shape=(1, 8, 8), scheduler_interval="batch", **NET)
+    for name in ("base_scheduler_interval", "scheduler_interval"):
+        with pytest.raises(ConfigError, match=name):
+            create("model", "finetune", num_classes=10, data_shape=(1, 8, 8), **{name: "batch"}, **NET)
