@@ -13,10 +13,11 @@ change them.
 
 The same base model for every method of a seed: one ``finetune`` run per seed trains the base
 step (``--base-epochs``, the recipes' SGD and cosine schedule) with its later steps untrained,
-and its checkpoint is every other method's ``base_checkpoint`` (``base_epochs: 0``). WA trains
-its own base step with the same net, epochs, optimizer and seed, because its official head
-differs (no bias, weights clipped to >= 0 from the first step; ``--wa-shared-base`` with
-``--wa-options`` that give it a bias and no clipping shares the base instead). Later steps:
+and its checkpoint is every other method's ``base_checkpoint`` (``base_epochs: 0``). WA runs
+with ``--wa-options`` (default: PyCIL's complete setting, ``PYCIL_WA``; ``{}`` gives the
+official code's head) and shares the base when its head is the others' (a bias, no clipping);
+with the official head (no bias, weights clipped to >= 0 from the first step) it trains its
+own base step with the same net, epochs, optimizer and seed. Later steps:
 ``--epochs`` for finetune, iCaRL and WA, ``--joint-epochs`` for joint, ``--memory`` exemplars
 for iCaRL and WA. WA runs on the
 same B50 scenario here (its recipe is B0). Prints per-step mean accuracy, AIA mean and
@@ -45,6 +46,10 @@ sys.path.insert(0, HERE)
 from continual_digits import seed_summary  # noqa: E402 - the seed summary of every continual table
 METHODS = ("finetune", "ncm", "fetril", "acil", "icarl", "wa", "joint")
 TRAINED_LATER = ("finetune", "icarl", "wa")  # the methods whose later steps train the net (joint aside)
+# PyCIL models/wa.py as a whole: L2 gamma, no clamp, no clipping, a head bias, loss CE + 2 KD. The
+# official code's clamp gamma <= 1 goes with its head re-created every step (main.py); classzoo's
+# WA keeps the old rows (as PyCIL), so the official clamp without the re-creation mixes the two.
+PYCIL_WA = {"norm": 2, "clamp_gamma": False, "clip_weights": False, "head_bias": True, "kd_weight": 2}
 
 
 def config(method: str, seed: int, args: argparse.Namespace, base_checkpoint: str | None = None) -> dict:
@@ -114,8 +119,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="later-step epochs of finetune, iCaRL, WA (default: the recipes', 6)")
     parser.add_argument("--joint-epochs", type=int, default=None, help="joint's later-step epochs (default: its recipe's, 3)")
     parser.add_argument("--memory", type=int, default=None, help="iCaRL's and WA's exemplars (default: the recipes', 2,000)")
-    parser.add_argument("--wa-options", default="{}", help="JSON of WA constructor options (default: its official-code ones)")
-    parser.add_argument("--wa-shared-base", action="store_true", help="WA starts from the shared base model too")
+    parser.add_argument("--wa-options", default=json.dumps(PYCIL_WA), help="JSON of WA constructor options (default: PyCIL's; {}: the official code's)")
     parser.add_argument("--base-dir", default=None, help="keep (and reuse) each seed's base checkpoint here")
     parser.add_argument("--resume", action="store_true", help="skip the runs --out already holds")
     parser.add_argument("--root", default="data")
@@ -151,7 +155,9 @@ def main() -> None:
                 with open(args.out, "w") as f:
                     json.dump({"args": vars(args), "runs": results}, f, indent=1)
 
-    own_base = {m for m in args.methods if m == "wa" and not args.wa_shared_base}
+    wa = config("wa", 0, args)["model"]["init_args"]
+    wa_shares = wa.get("head_bias", False) and not wa.get("clip_weights", True)  # WA's own defaults: no bias, clipping
+    own_base = {m for m in args.methods if m == "wa" and not wa_shares}
     with tempfile.TemporaryDirectory() as workdir, ThreadPoolExecutor(args.jobs) as pool:
         base_dir = args.base_dir or workdir
         os.makedirs(base_dir, exist_ok=True)
