@@ -60,9 +60,11 @@ def config(method: str, seed: int, args: argparse.Namespace, base_checkpoint: st
     name = "wa_glyphs_b0_10steps.yaml" if recipe == "wa" else f"{recipe}_glyphs_b50_10steps.yaml"
     with open(os.path.join(RECIPES, name)) as f:
         cfg = yaml.safe_load(f)
-    if recipe == "wa":  # WA's recipe is B0 10 steps: its model on the others' B50 scenario
+    if recipe == "wa":  # WA's recipe is B0 10 steps: its model on the others' B50 scenario and schedule
         with open(os.path.join(RECIPES, "finetune_glyphs_b50_10steps.yaml")) as f:
-            cfg["data"] = yaml.safe_load(f)["data"]
+            b50 = yaml.safe_load(f)
+        cfg["data"] = b50["data"]
+        cfg["model"]["init_args"]["scheduler_interval"] = b50["model"]["init_args"]["scheduler_interval"]
     cfg["seed_everything"] = seed
     cfg["data"]["init_args"]["dataset"]["init_args"]["root"] = os.path.abspath(args.root)
     model = cfg["model"]["init_args"]
