@@ -206,8 +206,11 @@ class FeTrIL(ContinualModule):
         return self._step_features  # pseudo-features made batch by batch: memory O(new data + batch)
 
     def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
-        logits = self(x) if self.step == 0 else self.head(x)  # later steps train on features
-        return F.cross_entropy(logits[:, : self.seen], y)
+        features = self.backbone(x) if self.step == 0 else x  # later steps train on features
+        # Logits of the seen classes only: the head's first ``seen`` rows (B x seen floats, not
+        # B x num_classes; the same values as slicing the full logits).
+        bias = None if self.head.bias is None else self.head.bias[: self.seen]
+        return F.cross_entropy(F.linear(features, self.head.weight[: self.seen], bias), y)
 
     def on_step_end(self, step: int) -> None:
         if step == 0:

@@ -129,3 +129,28 @@ def test_pseudo_features_in_place_is_the_same_bits():
     rows = f.clone()
     pseudo_features(rows, mu_n, mu_c, out=rows)
     assert torch.equal(pseudo_features(f, mu_n, mu_c), expected) and torch.equal(rows, expected)
+
+
+@pytest.mark.parametrize("step", [0, 1])
+def test_fetril_training_loss_uses_the_seen_rows_only(monkeypatch, step):
+    """The loss and the head's gradient are those of slicing the full logits to the seen classes;
+    the unseen rows get no gradient."""
+    monkeypatch.setattr(FeTrIL, "seen", property(lambda self: 6))
+    torch.manual_seed(3)
+    model = FeTrIL(num_classes=9, data_shape=(1, 8, 8), net="mlp", net_args={"hidden": [8]}, classifier="linear")
+    model.step = step
+    model.eval()  # the backbone the same in both calls (the head is what is compared)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(16, 1, 8, 8, generator=g) if step == 0 else torch.randn(16, model.num_features, generator=g)
+    y = torch.randint(0, 6, (16,), generator=g)
+    loss = model.training_loss(x, y)
+    loss.backward()
+    got = model.head.weight.grad.clone(), model.head.bias.grad.clone()
+    model.zero_grad()
+    features = model.backbone(x) if step == 0 else x
+    w, b = model.head.weight.detach().double().requires_grad_(), model.head.bias.detach().double().requires_grad_()
+    expected = F.cross_entropy((features.detach().double() @ w.T + b)[:, :6], y)  # the full logits, sliced
+    expected.backward()
+    assert abs(float(loss) - float(expected)) < 1e-6
+    assert torch.allclose(got[0].double(), w.grad, atol=1e-6) and torch.allclose(got[1].double(), b.grad, atol=1e-6)
+    assert not got[0][6:].any() and not got[1][6:].any()
