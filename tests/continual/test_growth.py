@@ -154,3 +154,23 @@ def test_fetril_training_loss_uses_the_seen_rows_only(monkeypatch, step):
     assert abs(float(loss) - float(expected)) < 1e-6
     assert torch.allclose(got[0].double(), w.grad, atol=1e-6) and torch.allclose(got[1].double(), b.grad, atol=1e-6)
     assert not got[0][6:].any() and not got[1][6:].any()
+
+
+@pytest.mark.parametrize("translate_rows", [1, 7, 64, 10_000])
+def test_translated_features_any_batch_any_chunk_are_the_materialised_rows(translate_rows, monkeypatch):
+    """Rows of every batch (mixed real and pseudo, all pseudo, all real), however many pseudo
+    rows are translated at once, are bit for bit f - mu_n + mu_c of the materialised set."""
+    data, (features, labels, new_means, old_means, nearest) = _step()
+    monkeypatch.setattr(TranslatedFeatures, "translate_rows", translate_rows)
+    start = data.start
+    xs, ys = [features], [labels]
+    for c in range(start):
+        n = int(nearest[c])
+        rows = features[labels == start + n]
+        xs.append(rows - new_means[n] + old_means[c])
+        ys.append(torch.full((len(rows),), c))
+    x_all, y_all = torch.cat(xs), torch.cat(ys)
+    order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(1))
+    for idx in (order[:300], order, torch.arange(len(labels), len(y_all))[:150], torch.arange(len(labels))):
+        x, y = data.__getitems__(idx)
+        assert torch.equal(x, x_all[idx]) and torch.equal(y, y_all[idx])
