@@ -67,16 +67,25 @@ class ClasszooModule(L.LightningModule):
         if self.device.type == "cpu" and getattr(self, "_flush_restore", None) is None:
             self._flush_restore = flushing_subnormals()  # a fit inside a fit finds it on and leaves it on
             torch.set_flush_denormal(True)
+            # A fit that raises skips the module's teardown; Lightning still calls the
+            # callbacks' on_exception, so one of those gives the flag back then.
+            self.trainer.callbacks.append(_RestoreSubnormalsOnException())
         if self.trainer.world_size > 1:
             _fork_stream_per_rank(self.trainer.global_rank)
 
     def teardown(self, stage: str) -> None:
         # The flag is process-wide: give it back when the fit ends, so code run after a fit in
-        # the same process (a notebook, a test) computes as it would without one. (A fit that
-        # raises skips Lightning's teardown hooks and leaves flushing on.)
-        if stage == "fit" and getattr(self, "_flush_restore", None) is not None:
+        # the same process (a notebook, a test) computes as it would without one.
+        if stage == "fit":
+            self._restore_subnormals()
+
+    def _restore_subnormals(self) -> None:
+        if getattr(self, "_flush_restore", None) is not None:
             torch.set_flush_denormal(self._flush_restore)
             self._flush_restore = None
+        trainer = self._trainer
+        if trainer is not None:
+            trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, _RestoreSubnormalsOnException)]
 
     # -- random streams: one per rank, saved for exact resume -----------------------------------
     # ``seed_everything`` gives every DDP rank the same seed, so without a fork each rank would
@@ -144,6 +153,14 @@ def _set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
     np.random.set_state(_numpy_state_from_plain(states["numpy"]))
     random.setstate(states["python"])
+
+
+class _RestoreSubnormalsOnException(L.Callback):
+    """Gives the subnormal flag back when a fit raises (Lightning then skips the module's teardown)."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(pl_module, ClasszooModule):
+            pl_module._restore_subnormals()
 
 
 def flushing_subnormals() -> bool:

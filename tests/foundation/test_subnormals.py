@@ -11,14 +11,16 @@ from framework.core import ClasszooModule, flushing_subnormals
 
 
 class Tiny(ClasszooModule):
-    def __init__(self, inner: bool = False) -> None:
+    def __init__(self, inner: bool = False, fail: bool = False) -> None:
         super().__init__(num_classes=2, data_shape=(3,))
         self.layer = torch.nn.Linear(3, 2)
-        self.inner = inner
+        self.inner, self.fail = inner, fail
         self.seen: list[bool] = []
 
     def training_step(self, batch, batch_idx):
         self.seen.append(flushing_subnormals())
+        if self.fail:
+            raise RuntimeError("the step fails")
         if self.inner:  # a fit inside a fit, as generative replay fits its generator
             fit(Tiny())
             self.seen.append(flushing_subnormals())
@@ -39,8 +41,6 @@ def fit(model: Tiny) -> Tiny:
 
 @pytest.fixture
 def not_flushing():
-    # A fit that raised skips Lightning's teardown and leaves flushing on (framework.core): an
-    # earlier test in this worker may have done that.
     torch.set_flush_denormal(False)
     yield
     torch.set_flush_denormal(False)
@@ -63,3 +63,13 @@ def test_a_flag_set_before_the_fit_stays_set():
         assert flushing_subnormals()
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_a_fit_that_raises_gives_the_flag_back(not_flushing):
+    # Lightning skips the module's teardown when a fit raises; the flag must not leak anyway.
+    model = Tiny(fail=True)
+    with pytest.raises(RuntimeError, match="the step fails"):
+        fit(model)
+    assert model.seen == [True]
+    assert not flushing_subnormals()
+    assert not any(type(c).__name__ == "_RestoreSubnormalsOnException" for c in model.trainer.callbacks)
