@@ -146,7 +146,7 @@ def one(method: str, classes: int, per_class: int, dim: int, step_classes: int, 
         elif method == "fetril (svm, newton)":
             info: dict = {}
             if progress:
-                _log_passes(data, progress, cpu)
+                _log_passes(data, progress, cpu, info)
             fitted = streamed_svm(data, 1.0, 1e-4, svm_batch_size, info, max_iter=svm_max_iter, max_cg=svm_max_cg)
             extra = {**info, "rows": len(data), "svm_batch_size": svm_batch_size, "svm_max_iter": svm_max_iter, "svm_max_cg": svm_max_cg}
         else:
@@ -213,15 +213,17 @@ def _tensor_peak(profiler) -> int:
     return max(total for _, total, _ in events) - before
 
 
-def _log_passes(data, path: str, cpu: float) -> None:
-    """Make ``data`` append a line (time, pass, CPU s since ``cpu``) to ``path`` whenever a pass begins."""
+def _log_passes(data, path: str, cpu: float, info: dict) -> None:
+    """Make ``data`` append a line (time, pass, CPU s since ``cpu``, the solver's ``info`` as of its
+    last gradient check) to ``path`` whenever a pass begins."""
     read, passes = data.__getitems__, [0]
 
     def logged(indices):
         if int(indices[0]) == 0:
             passes[0] += 1
+            state = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
             with open(path, "a") as f:
-                f.write(f"{time.strftime('%H:%M:%S')} pass {passes[0]} begins at {time.process_time() - cpu:.1f} CPU s\n")
+                f.write(f"{time.strftime('%H:%M:%S')} pass {passes[0]} begins at {time.process_time() - cpu:.1f} CPU s {state}\n")
         return read(indices)
 
     data.__getitems__ = logged  # streamed_svm calls data.__getitems__: the instance's attribute
