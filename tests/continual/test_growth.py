@@ -47,17 +47,23 @@ def _step(start=40, new=4, per_class=25, dim=12):
     return TranslatedFeatures(features, labels, new_means, old_means, nearest, start), (features, labels, new_means, old_means, nearest)
 
 
+def _materialised(data, features, labels, new_means, old_means, nearest):
+    """The step's whole set as the official code builds it: real rows, then each old class's
+    pseudo-features f - mu_n + mu_c, in class order."""
+    xs, ys = [features], [labels]
+    for c in range(data.start):
+        n = int(nearest[c])
+        rows = features[labels == data.start + n]
+        xs.append(rows - new_means[n] + old_means[c])
+        ys.append(torch.full((len(rows),), c))
+    return torch.cat(xs), torch.cat(ys)
+
+
 def test_fetril_linear_epoch_through_the_loader_trains_bit_for_bit_as_the_materialised_set():
     data, (features, labels, new_means, old_means, nearest) = _step()
     start = data.start
     # before: every pseudo-feature materialised, an int64 permutation of all rows as one list
-    xs, ys = [features], [labels]
-    for c in range(start):
-        n = int(nearest[c])
-        rows = features[labels == start + n]
-        xs.append(rows - new_means[n] + old_means[c])
-        ys.append(torch.full((len(rows),), c))
-    x_all, y_all = torch.cat(xs), torch.cat(ys)
+    x_all, y_all = _materialised(data, features, labels, new_means, old_means, nearest)
     order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(9)).tolist()
 
     def train(batches):
@@ -162,14 +168,7 @@ def test_translated_features_any_batch_any_chunk_are_the_materialised_rows(trans
     rows are translated at once, are bit for bit f - mu_n + mu_c of the materialised set."""
     data, (features, labels, new_means, old_means, nearest) = _step()
     monkeypatch.setattr(TranslatedFeatures, "translate_rows", translate_rows)
-    start = data.start
-    xs, ys = [features], [labels]
-    for c in range(start):
-        n = int(nearest[c])
-        rows = features[labels == start + n]
-        xs.append(rows - new_means[n] + old_means[c])
-        ys.append(torch.full((len(rows),), c))
-    x_all, y_all = torch.cat(xs), torch.cat(ys)
+    x_all, y_all = _materialised(data, features, labels, new_means, old_means, nearest)
     order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(1))
     for idx in (order[:300], order, torch.arange(len(labels), len(y_all))[:150], torch.arange(len(labels))):
         x, y = data.__getitems__(idx)
