@@ -55,13 +55,13 @@ def run(recipe: str, seed: int, model_overrides: dict, data_recipe: str | None) 
         path = os.path.join(tmp, "r.yaml")
         with open(path, "w") as f:
             yaml.safe_dump(config, f)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         run_cli(["fit", "--config", path, "--trainer.logger=false", "--trainer.enable_checkpointing=false",
                        "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp}"])
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         with open(os.path.join(tmp, "metrics.json")) as f:
             metrics = json.load(f)
-    metrics["wall_seconds"] = seconds
+    metrics["wall_seconds"], metrics["cpu_seconds"] = seconds, cpu_seconds
     return metrics
 
 

@@ -1,21 +1,25 @@
 """Glyphs B50 + 10 steps of 5: every class-incremental method, several seeds, table and accuracy-per-step plot.
 
     OMP_NUM_THREADS=1 MPLBACKEND=Agg python benchmarks/continual_glyphs.py [--seeds 0 1 2] [--jobs 2] \\
-        [--base-epochs 10] [--epochs 2] [--joint-epochs 1] [--memory 2000] \\
+        [--base-epochs N] [--epochs N] [--joint-epochs N] [--memory N] \\
         [--out docs/benchmarks/continual_glyphs.json] [--plot docs/benchmarks/continual_glyphs.png]
 
 Runs recipes/<method>_glyphs_b50_10steps.yaml (glyphs, 100 training and 50 test images per
-class, class order seed 1993, the small CNN, SGD lr 0.05) through the CLI, one process per run
-and ``--jobs`` at a time, with ``seed_everything`` = the seed.
+class, class order seed 1993, the small CNN, SGD lr 0.05, cosine per epoch on the base step
+and over each later step's optimiser steps) through the CLI, one process per run and ``--jobs`` at a time, with ``seed_everything``
+= the seed. Every length and the memory default to the recipes' own (10 base epochs; 6 per
+later step for finetune, iCaRL and WA, 3 for joint; 2,000 exemplars): the options shorten or
+change them.
 
 The same base model for every method of a seed: one ``finetune`` run per seed trains the base
 step (``--base-epochs``, the recipes' SGD and cosine schedule) with its later steps untrained,
-and its checkpoint is every other method's ``base_checkpoint`` (``base_epochs: 0``). WA trains
-its own base step with the same net, epochs, optimizer and seed, because its official head
-differs (no bias, weights clipped to >= 0 from the first step; ``--wa-shared-base`` with
-``--wa-options`` that give it a bias and no clipping shares the base instead). Later steps:
-``--epochs`` for finetune, iCaRL and WA, ``--joint-epochs`` for joint (the recipes' 6 and 3
-shortened alike), ``--memory`` exemplars for iCaRL and WA (the recipes': 2,000). WA runs on the
+and its checkpoint is every other method's ``base_checkpoint`` (``base_epochs: 0``). WA runs
+with ``--wa-options`` (default: PyCIL's complete setting, ``PYCIL_WA``; ``{}`` gives the
+official code's head) and shares the base when its head is the others' (a bias, no clipping);
+with the official head (no bias, weights clipped to >= 0 from the first step) it trains its
+own base step with the same net, epochs, optimizer and seed. Later steps:
+``--epochs`` for finetune, iCaRL and WA, ``--joint-epochs`` for joint, ``--memory`` exemplars
+for iCaRL and WA. WA runs on the
 same B50 scenario here (its recipe is B0). Prints per-step mean accuracy, AIA mean and
 standard deviation over seeds, last accuracy and forgetting, and writes every run's
 metrics.json (plus the run's CPU seconds, ``cpu_seconds``) into ``--out`` after each run.
@@ -42,6 +46,10 @@ sys.path.insert(0, HERE)
 from continual_digits import seed_summary  # noqa: E402 - the seed summary of every continual table
 METHODS = ("finetune", "ncm", "fetril", "acil", "icarl", "wa", "joint")
 TRAINED_LATER = ("finetune", "icarl", "wa")  # the methods whose later steps train the net (joint aside)
+# PyCIL models/wa.py as a whole: L2 gamma, no clamp, no clipping, a head bias, loss CE + 2 KD. The
+# official code's clamp gamma <= 1 goes with its head re-created every step (main.py); classzoo's
+# WA keeps the old rows (as PyCIL), so the official clamp without the re-creation mixes the two.
+PYCIL_WA = {"norm": 2, "clamp_gamma": False, "clip_weights": False, "head_bias": True, "kd_weight": 2}
 
 
 def config(method: str, seed: int, args: argparse.Namespace, base_checkpoint: str | None = None) -> dict:
@@ -58,15 +66,16 @@ def config(method: str, seed: int, args: argparse.Namespace, base_checkpoint: st
     cfg["seed_everything"] = seed
     cfg["data"]["init_args"]["dataset"]["init_args"]["root"] = os.path.abspath(args.root)
     model = cfg["model"]["init_args"]
-    model["base_epochs"] = args.base_epochs
+    overrides = {"base_epochs": args.base_epochs}  # None: the recipe's own value
+    if recipe in TRAINED_LATER:
+        overrides["epochs"] = args.epochs
+    if method == "joint":
+        overrides["epochs"] = args.joint_epochs
+    if method in ("icarl", "wa"):
+        overrides["memory_size"] = args.memory
+    model.update({k: v for k, v in overrides.items() if v is not None})
     if method == "base":
         model["epochs"] = 0  # the base step only: the later steps are evaluated, not trained
-    elif recipe in TRAINED_LATER:
-        model["epochs"] = args.epochs
-    if method == "joint":
-        model["epochs"] = args.joint_epochs
-    if method in ("icarl", "wa"):
-        model["memory_size"] = args.memory
     if method == "wa":
         model.update(json.loads(args.wa_options))
     if base_checkpoint:
@@ -106,12 +115,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--base-epochs", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--joint-epochs", type=int, default=1)
-    parser.add_argument("--memory", type=int, default=2000)
-    parser.add_argument("--wa-options", default="{}", help="JSON of WA constructor options (default: its official-code ones)")
-    parser.add_argument("--wa-shared-base", action="store_true", help="WA starts from the shared base model too")
+    parser.add_argument("--base-epochs", type=int, default=None, help="base epochs (default: the recipes', 10)")
+    parser.add_argument("--epochs", type=int, default=None, help="later-step epochs of finetune, iCaRL, WA (default: the recipes', 6)")
+    parser.add_argument("--joint-epochs", type=int, default=None, help="joint's later-step epochs (default: its recipe's, 3)")
+    parser.add_argument("--memory", type=int, default=None, help="iCaRL's and WA's exemplars (default: the recipes', 2,000)")
+    parser.add_argument("--wa-options", default=json.dumps(PYCIL_WA), help="JSON of WA constructor options (default: PyCIL's; {}: the official code's)")
     parser.add_argument("--base-dir", default=None, help="keep (and reuse) each seed's base checkpoint here")
     parser.add_argument("--resume", action="store_true", help="skip the runs --out already holds")
     parser.add_argument("--root", default="data")
@@ -147,14 +155,17 @@ def main() -> None:
                 with open(args.out, "w") as f:
                     json.dump({"args": vars(args), "runs": results}, f, indent=1)
 
-    own_base = {m for m in args.methods if m == "wa" and not args.wa_shared_base}
+    wa = config("wa", 0, args)["model"]["init_args"]
+    wa_shares = wa.get("head_bias", False) and not wa.get("clip_weights", True)  # WA's own defaults: no bias, clipping
+    own_base = {m for m in args.methods if m == "wa" and not wa_shares}
     with tempfile.TemporaryDirectory() as workdir, ThreadPoolExecutor(args.jobs) as pool:
         base_dir = args.base_dir or workdir
         os.makedirs(base_dir, exist_ok=True)
 
         def base_model(seed: int) -> str:
             """The seed's shared base checkpoint (trained here unless --base-dir holds it)."""
-            path = os.path.join(base_dir, f"base-{seed}-{args.base_epochs}epochs.ckpt")
+            base = config("base", seed, args)["model"]["init_args"]
+            path = os.path.join(base_dir, f"base-{seed}-{base['base_epochs']}epochs-{base.get('base_scheduler_interval', 'epoch')}.ckpt")
             if not os.path.exists(path):
                 row = run("base", seed, args, workdir)
                 os.replace(row.pop("checkpoint"), path)

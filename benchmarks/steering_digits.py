@@ -43,6 +43,8 @@ from eval_generated import evaluate_samples  # noqa: E402
 DDPM35 = {"sampler": "ddpm", "steps": 35}  # ancestral, as the EluCD reference's p_sample
 DDPM250 = {"sampler": "ddpm", "steps": 250}  # the reference's own step count (timestep_respacing 250)
 HEUN18 = {"sampler": "edm_heun", "steps": 18}  # 35 NFE
+DDPM35VP = {**DDPM35, "schedule": "vp"}  # on DDPM's grid (uniform in the linear VP schedule's time)
+DDPM250VP = {**DDPM250, "schedule": "vp"}  # the reference's sampler and grid (250 respaced steps)
 MID10 = {"solver": "midpoint", "steps": 10}  # the flow recipe's 20 NFE
 MID18 = {"solver": "midpoint", "steps": 18}  # 36 NFE, about the diffusion rows' 35
 SCALES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -52,18 +54,35 @@ def _elucd(scale: float, **extra) -> dict:
     return {"guidance": "elucd", "guidance_scale": scale, **({"guidance_args": extra} if extra else {})}
 
 
+NOCLIP = {"clip_denoised": False}  # session 4's rows: the unclamped x0_hat (names without "clip")
 GUIDANCE = [
     ("uncond, no guidance, edm_heun 18", "uncond", HEUN18),
     ("uncond, no guidance, ddpm 35", "uncond", DDPM35),
-    *[(f"uncond, elucd s={s:g}, ddpm 35", "uncond", {**_elucd(s), **DDPM35}) for s in SCALES],
-    ("uncond, elucd s=1 kappa=0, ddpm 35", "uncond", {**_elucd(1.0, kappa=0.0), **DDPM35}),
+    *[(f"uncond, elucd s={s:g}, ddpm 35", "uncond", {**_elucd(s, **NOCLIP), **DDPM35}) for s in SCALES],
+    ("uncond, elucd s=1 kappa=0, ddpm 35", "uncond", {**_elucd(1.0, kappa=0.0, **NOCLIP), **DDPM35}),
     ("uncond, no guidance, ddpm 250", "uncond", DDPM250),
-    *[(f"uncond, elucd s={s:g}, ddpm 250", "uncond", {**_elucd(s), **DDPM250}) for s in (0.5, 1.0)],
-    *[(f"uncond, elucd s={s:g}, edm_heun 18", "uncond", {**_elucd(s), **HEUN18}) for s in SCALES],
+    *[(f"uncond, elucd s={s:g}, ddpm 250", "uncond", {**_elucd(s, **NOCLIP), **DDPM250}) for s in (0.5, 1.0)],
+    *[(f"uncond, elucd s={s:g}, edm_heun 18", "uncond", {**_elucd(s, **NOCLIP), **HEUN18}) for s in SCALES],
     ("flow, no guidance, midpoint 10", "flow", MID10),
     ("flow, no guidance, midpoint 18", "flow", MID18),
-    *[(f"flow, elucd s={s:g}, midpoint 18", "flow", {**_elucd(s), **MID18}) for s in (0.5, 1.0, 2.0, 4.0)],
-    ("flow, elucd s=1, midpoint 10", "flow", {**_elucd(1.0), **MID10}),
+    *[(f"flow, elucd s={s:g}, midpoint 18", "flow", {**_elucd(s, **NOCLIP), **MID18}) for s in (0.5, 1.0, 2.0, 4.0)],
+    ("flow, elucd s=1, midpoint 10", "flow", {**_elucd(1.0, **NOCLIP), **MID10}),
+    # session 5: the reference's clip_denoised (x0_hat clamped to [-1, 1]), our elucd default
+    *[(f"uncond, elucd s={s:g} clip, ddpm 35", "uncond", {**_elucd(s), **DDPM35}) for s in SCALES],
+    *[(f"uncond, elucd s={s:g} clip, ddpm 250", "uncond", {**_elucd(s), **DDPM250}) for s in (1.0,)],
+    *[(f"uncond, elucd s={s:g} clip, edm_heun 18", "uncond", {**_elucd(s), **HEUN18}) for s in (0.5, 1.0)],
+    *[(f"flow, elucd s={s:g} clip, midpoint 18", "flow", {**_elucd(s), **MID18}) for s in (0.5, 1.0, 2.0)],
+    ("uncond, no guidance, ddpm 35 vp", "uncond", DDPM35VP),
+    *[(f"uncond, elucd s={s:g} clip, ddpm 35 vp", "uncond", {**_elucd(s), **DDPM35VP}) for s in (0.5, 1.0)],
+    ("uncond, no guidance, ddpm 250 vp", "uncond", DDPM250VP),
+    ("uncond, elucd s=1 clip, ddpm 250 vp", "uncond", {**_elucd(1.0), **DDPM250VP}),
+    # the chain rule through the generator's x0_hat(x) (not the reference: it detaches x0_hat)
+    *[(f"uncond, elucd s={s:g} through, ddpm 35", "uncond", {**_elucd(s, through_denoiser=True), **DDPM35})
+      for s in (1.0, 2.0, 4.0)],
+    *[(f"uncond, elucd s={s:g} through, edm_heun 18", "uncond", {**_elucd(s, through_denoiser=True), **HEUN18})
+      for s in (1.0, 2.0, 4.0)],
+    *[(f"flow, elucd s={s:g} through, midpoint 18", "flow", {**_elucd(s, through_denoiser=True), **MID18})
+      for s in (1.0, 2.0, 4.0)],
     ("cond, no guidance", "cond", {}),
     ("cond, gfcg w=1", "cond", {"guidance": "gfcg", "guidance_scale": 1.0}),
     ("cond, gfcg w=2", "cond", {"guidance": "gfcg", "guidance_scale": 2.0}),

@@ -24,10 +24,11 @@ import copy
 import csv
 import io
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -60,8 +61,15 @@ class ContinualModule(ClasszooModule):
         epochs: Training epochs of each later step.
         base_optimizer: Optimizer of the base step.
         optimizer: Optimizer of the later steps.
-        base_scheduler: Scheduler of the base step, stepped per epoch (default: cosine over the step).
+        base_scheduler: Scheduler of the base step (default: cosine over the step).
         scheduler: Scheduler of the later steps (default: cosine over the step).
+        base_scheduler_interval: When the base step's scheduler steps: ``epoch`` or ``step``
+            (as ``scheduler_interval``).
+        scheduler_interval: When the later steps' scheduler steps: ``epoch`` (once per epoch;
+            the default cosine's ``T_max`` is the step's epochs, so a 1-epoch step is never
+            annealed) or ``step`` (after every optimiser step; the default cosine's ``T_max``
+            is the step's epochs x its optimiser steps per epoch, which grow with the step's
+            data and exemplars, so the learning rate reaches 0 at the step's last batch).
         memory_size: Total exemplar budget, split evenly over the seen classes (0: no memory).
         memory_per_class: Fixed exemplars per class instead of a total budget.
         head_bias: Whether the linear head has a bias.
@@ -84,6 +92,8 @@ class ContinualModule(ClasszooModule):
         optimizer: OptimizerCallable = lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4),
         base_scheduler: LRSchedulerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
+        base_scheduler_interval: Literal["epoch", "step"] = "epoch",
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
         memory_size: int = 0,
         memory_per_class: int | None = None,
         head_bias: bool = True,
@@ -94,6 +104,9 @@ class ContinualModule(ClasszooModule):
             raise ConfigError(f"class-incremental learning needs at least 2 classes, got {num_classes}")
         if base_epochs < 0 or epochs < 0 or memory_size < 0 or (memory_per_class is not None and memory_per_class < 0):
             raise ConfigError("epochs and memory sizes must be >= 0")
+        for name, value in (("base_scheduler_interval", base_scheduler_interval), ("scheduler_interval", scheduler_interval)):
+            if value not in ("epoch", "step"):
+                raise ConfigError(f"{name} must be 'epoch' or 'step', got {value!r}")
         self.save_hyperparameters(ignore=["base_optimizer", "base_scheduler"])
         self.backbone = registry.create("net", net, data_shape=self.data_shape, **(net_args or {}))
         self.num_features = int(self.backbone.num_features)
@@ -104,6 +117,7 @@ class ContinualModule(ClasszooModule):
         self.base_epochs, self.epochs = base_epochs, epochs
         self.base_optimizer, self.optimizer = base_optimizer, optimizer
         self.base_scheduler, self.scheduler = base_scheduler, scheduler
+        self.base_scheduler_interval, self.scheduler_interval = base_scheduler_interval, scheduler_interval
         self.memory_size, self.memory_per_class = memory_size, memory_per_class
         # Protocol state (saved in checkpoints by on_save_checkpoint).
         self.step = 0
@@ -230,12 +244,29 @@ class ContinualModule(ClasszooModule):
         if not params or self.step_epochs(self.step) == 0:
             return None  # training-free step: Lightning runs no optimizer
         if self.step == 0:
-            optimizer, scheduler = self.base_optimizer, self.base_scheduler
+            optimizer, scheduler, interval = self.base_optimizer, self.base_scheduler, self.base_scheduler_interval
         else:
-            optimizer, scheduler = self.optimizer, self.scheduler
+            optimizer, scheduler, interval = self.optimizer, self.scheduler, self.scheduler_interval
         if scheduler is None:
-            scheduler = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-        return configure_optimizer(params, optimizer, scheduler)
+            periods = epochs * (self.optimizer_steps_per_epoch() if interval == "step" else 1)
+            scheduler = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=periods)
+        return configure_optimizer(params, optimizer, scheduler, interval=interval)
+
+    def optimizer_steps_per_epoch(self) -> int:
+        """Optimiser steps in one epoch of the current step: its batches (as the trainer counts
+        them: the loader of the step's data, ``limit_train_batches``, the ranks' share) over
+        ``accumulate_grad_batches``, the last partial accumulation included.
+
+        The trainer counts them once the step's loader is built, which happens before
+        ``on_train_epoch_start`` rebuilds the step's optimizer. The optimizer Lightning builds
+        at setup, before any loader, is never trained with: a fresh fit rebuilds it at the first
+        epoch and a resumed one loads the checkpoint's scheduler state (its ``T_max``
+        included), so it gets 1 here.
+        """
+        batches = self.trainer.num_training_batches if self._trainer is not None else float("inf")
+        if not math.isfinite(batches) or batches < 1:
+            return 1
+        return max(1, math.ceil(int(batches) / self.trainer.accumulate_grad_batches))
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

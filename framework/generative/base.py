@@ -48,6 +48,11 @@ class GenerativeModule(ClasszooModule):
         object.__setattr__(self, "_clean_classifier", None)
         object.__setattr__(self, "_guidance_counter", None)
 
+    @property
+    def data_range(self) -> tuple[float, float] | None:
+        """``(-1, 1)`` for images (every image data module scales to it); None for vector data (toy 2-D)."""
+        return (-1.0, 1.0) if len(self.data_shape) == 3 else None
+
     # -- a classifier of clean data that steers sampling (guidance, verifiers) -----------------
     @property
     def clean_classifier(self) -> Any:
@@ -142,6 +147,6 @@ class GenerativeModule(ClasszooModule):
         # command runs predict with inference_mode off for that reason).
         images = self.generate(labels, sample_seeds(index, self.sample_seed), **self.sample_options)
         images = images.detach().float()
-        if len(self.data_shape) == 3:  # images live in [-1, 1]; vector data (toy 2-D) has no such range
-            images = images.clamp(-1, 1)
+        if self.data_range is not None:  # images live in [-1, 1]; vector data (toy 2-D) has no such range
+            images = images.clamp(*self.data_range)
         return {"index": index.cpu(), "labels": labels.cpu(), "images": images.cpu()}

@@ -76,10 +76,13 @@ class GuidanceInput:
         classifier_x: The classifier's input, if it is not ``x`` (e.g. ``x / scale``).
         score_coef: Scalar or (B,) tensor: d(prediction) / d(score w.r.t. ``classifier_x``).
         clean_classifier: Classifier of clean data ``x0 -> logits`` (``elucd``, ``gfcg``).
-        denoise: ``prediction -> x0_hat``, the denoised estimate of the state from the
-            prediction at ``x`` (the identity for a denoiser; a flow's velocity converts).
+        denoise: ``(prediction, x=x) -> x0_hat``, the denoised estimate of the state from the
+            prediction at ``x`` (the identity for a denoiser; a flow's velocity converts); the
+            optional state argument lets a rule differentiate through it.
         sigma: (B,) noise level of ``x_hat = x / hat_scale = x0 + sigma n``.
         hat_scale: Scalar or (B,): the state is ``hat_scale * x_hat`` (flow: ``a_t``).
+        undenoise: ``x0_hat -> prediction`` at ``x``, the inverse of ``denoise`` (both affine).
+        data_range: ``(low, high)`` of the data (images: ``(-1, 1)``), or None (vector data).
     """
 
     x: Tensor
@@ -93,6 +96,8 @@ class GuidanceInput:
     denoise: Callable[[Tensor], Tensor] | None = None
     sigma: Tensor | None = None
     hat_scale: Tensor | float = 1.0
+    undenoise: Callable[[Tensor], Tensor] | None = None
+    data_range: tuple[float, float] | None = None
 
 
 class NetCalls:

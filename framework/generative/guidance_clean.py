@@ -7,8 +7,8 @@ or flow, with any trained classifier, without retraining either:
   classifier-guided diffusion generation"; reference: AlexMaOLS/EluCD, ``design_cond_fn`` in
   ``DDPM/scripts/classifier_sample.py`` and ``p_sample`` in ``guided_diffusion/gaussian_diffusion.py``).
   The gradient ``g = grad_{x0_hat} log[exp(tau1 f_y) / sum_j exp(tau2 f_j)]`` of the
-  classifier's calibrated log-probability at the detached ``x0_hat`` (its ReLUs replaced by
-  ``Softplus(beta)`` while guiding), added to the score of the state with the paper's
+  classifier's calibrated log-probability at the detached ``x0_hat``, clamped to the data range
+  as the reference's ``clip_denoised`` (its ReLUs replaced by ``Softplus(beta)`` while guiding), added to the score of the state with the paper's
   time-dependent scale (:func:`elucd_schedule`, :func:`elucd_score_weight`).
 * ``gfcg`` (Shenoy et al. 2024, "Gradient-free classifier guidance for diffusion model
   sampling", arXiv 2411.15393): classifier-free guidance whose reference is not the null class
@@ -190,8 +190,14 @@ class CleanClassifierGuidance(Guidance):
 
     ``score(x_hat) += scale * lambda(sigma) * g`` with ``g`` the gradient of the calibrated
     log-probability at the detached ``x0_hat`` (:func:`calibrated_log_prob_grad`) and
-    ``lambda = (1 + kappa sin(pi tau) beta_max / beta(tau)) / sqrt(1 + sigma^2)``. Works on an
-    unconditional generator too: the classifier alone carries the class.
+    ``lambda = (1 + kappa sin(pi tau) beta_max / beta(tau)) / sqrt(1 + sigma^2)``. With
+    ``clip_denoised`` (the reference's default) ``x0_hat`` is first clamped to the data range,
+    for the classifier and for the step (the guided prediction is the one whose ``x0_hat`` is
+    the clamped one, plus the shift). With ``through_denoiser`` the gradient is instead taken
+    w.r.t. the state through the generator's ``x0_hat(x)`` (chain rule, one backward pass
+    through the net per evaluation): ``score(x_hat) += scale * gamma(sigma) * grad_{x_hat}
+    log p(y | x0_hat(x_hat))``. Works on an unconditional generator too: the classifier alone
+    carries the class.
 
     Args:
         scale: Classifier scale ``s`` (reference: 1).
@@ -202,6 +208,15 @@ class CleanClassifierGuidance(Guidance):
         unconditional: Guide the generator's null-class prediction (a generator trained with
             ``label_dropout: 1``, or the unconditional branch of a CFG-trained one) instead of
             its prediction for the target class.
+        clip_denoised: Clamp ``x0_hat`` to the generator's data range (images: [-1, 1]; vector
+            data has none: nothing is clamped) before the classifier sees it and before the step
+            uses it, as the reference's ``p_mean_variance`` (``clip_denoised=True``) does; False:
+            the unclamped ``x0_hat`` (this project's behaviour before session 5).
+        through_denoiser: Differentiate ``log p(y | x0_hat(x))`` w.r.t. the state ``x`` through
+            the generator (the chain rule ``J^T g``, ``J = d x0_hat / d x``; weight ``gamma``
+            without the reference's ``1 / sqrt(1 + sigma^2)``, which converts a gradient at
+            ``x0_hat`` into a score) instead of at the detached ``x0_hat`` (False, the reference).
+            The clamp of ``clip_denoised`` then lies inside the graph (no gradient where it binds).
     """
 
     conditional = False
@@ -214,16 +229,29 @@ class CleanClassifierGuidance(Guidance):
         kappa: float = 0.3,
         softplus_beta: float = 3.0,
         unconditional: bool = False,
+        clip_denoised: bool = True,
+        through_denoiser: bool = False,
     ) -> None:
         if softplus_beta <= 0:
             raise ConfigError(f"softplus_beta must be > 0, got {softplus_beta}")
         self.scale, self.tau1, self.tau2, self.kappa = float(scale), float(tau1), float(tau2), float(kappa)
         self.softplus_beta, self.unconditional = float(softplus_beta), bool(unconditional)
+        self.clip_denoised, self.through_denoiser = bool(clip_denoised), bool(through_denoiser)
 
-    def correction(self, prediction: Tensor, inp: GuidanceInput) -> Tensor:
-        """The term added to the prediction."""
-        classifier, sigma = _clean_input(inp, "elucd")
+    def clipped(self, prediction: Tensor, inp: GuidanceInput) -> tuple[Tensor, Tensor]:
+        """``(prediction, x0_hat)`` with ``x0_hat`` clamped to ``inp.data_range`` (unchanged without clipping)."""
         x0_hat = inp.denoise(prediction)
+        if not self.clip_denoised or inp.data_range is None:
+            return prediction, x0_hat
+        if inp.undenoise is None:
+            raise ConfigError("elucd clip_denoised needs the generator's undenoise (x0_hat -> prediction)")
+        x0_clip = x0_hat.clamp(*inp.data_range)
+        # denoise is affine per sample: where nothing is clamped the difference is exactly 0
+        return prediction + (inp.undenoise(x0_clip) - inp.undenoise(x0_hat)), x0_clip
+
+    def correction(self, x0_hat: Tensor, inp: GuidanceInput) -> Tensor:
+        """The term added to the prediction, from the classifier's gradient at ``x0_hat``."""
+        classifier, sigma = _clean_input(inp, "elucd")
         with softplus_activations(classifier, self.softplus_beta):
             g = calibrated_log_prob_grad(classifier, x0_hat, inp.labels, self.tau1, self.tau2)
         weight = elucd_score_weight(sigma, self.kappa).to(g)
@@ -231,8 +259,34 @@ class CleanClassifierGuidance(Guidance):
         return _broadcast(inp.score_coef, g) * shift
 
     def __call__(self, predict: Predict, inp: GuidanceInput) -> Tensor:
-        out = predict(inp.x, torch.full_like(inp.labels, inp.null_label) if self.unconditional else inp.labels)
-        return out + self.correction(out, inp).to(out.dtype) if self.scale else out
+        labels = torch.full_like(inp.labels, inp.null_label) if self.unconditional else inp.labels
+        if self.scale and self.through_denoiser:
+            return self._through_denoiser(predict, labels, inp)
+        out = predict(inp.x, labels)
+        if not self.scale:
+            return out
+        _clean_input(inp, "elucd")
+        out, x0_hat = self.clipped(out, inp)
+        return out + self.correction(x0_hat, inp).to(out.dtype)
+
+    def _through_denoiser(self, predict: Predict, labels: Tensor, inp: GuidanceInput) -> Tensor:
+        """One net evaluation with its graph: the prediction and ``grad_x log p(y | x0_hat(x))``."""
+        classifier, sigma = _clean_input(inp, "elucd")
+        with torch.enable_grad(), torch.inference_mode(False):
+            x = inp.x.detach().clone().requires_grad_(True)
+            out = predict(x, labels)
+            x0_hat = inp.denoise(out, x)
+            if self.clip_denoised and inp.data_range is not None:
+                x0_hat = x0_hat.clamp(*inp.data_range)
+            with softplus_activations(classifier, self.softplus_beta):
+                logp = calibrated_log_prob(classifier(x0_hat), inp.labels, self.tau1, self.tau2)
+            (grad,) = torch.autograd.grad(logp.sum(), x)
+        out = out.detach()
+        if self.clip_denoised and inp.data_range is not None:
+            out, _ = self.clipped(out, inp)
+        weight = elucd_schedule(sigma, self.kappa).to(grad)
+        shift = self.scale * _broadcast(weight, grad) * grad  # the score of the state x
+        return out + (_broadcast(inp.score_coef, grad) * shift).to(out.dtype)
 
 
 # -- GFCG ---------------------------------------------------------------------------------------

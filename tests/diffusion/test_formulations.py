@@ -102,3 +102,20 @@ def test_bad_arguments_raise_config_error():
         EDM().sigmas(0)
     with pytest.raises(ConfigError):
         VP().sigmas(10, schedule="cosine")
+
+
+def test_vp_schedule_is_ddpm_grid_between_the_formulations_end_points():
+    # DDPM's linear beta (0.1 .. 20) in continuous time: log(1 + sigma^2) = 0.1 tau + 19.9 tau^2 / 2;
+    # the grid is uniform in tau between the formulation's sigma_max and sigma_min
+    sig = EDM().sigmas(5, schedule="vp")
+    assert len(sig) == 6 and sig[-1] == 0
+    torch.testing.assert_close(sig[[0, 4]], torch.tensor([80.0, 0.002], dtype=torch.float64))
+
+    def tau(s):  # the quadratic's positive root, by hand
+        return (-0.1 + math.sqrt(0.01 + 2 * 19.9 * math.log(1 + s * s))) / 19.9
+
+    hi, lo = tau(80.0), tau(0.002)
+    for i in range(5):
+        t = hi + i * (lo - hi) / 4
+        assert math.isclose(float(sig[i]), math.sqrt(math.exp(0.1 * t + 19.9 * t * t / 2) - 1), rel_tol=1e-9)
+    torch.testing.assert_close(VP().sigmas(7, schedule="vp"), VP().sigmas(7, schedule="time"))

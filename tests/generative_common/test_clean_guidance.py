@@ -1,5 +1,6 @@
 """Off-the-shelf (EluCD) and gradient-free (GFCG) classifier guidance: formulas, mixtures, NFE."""
 
+import functools
 import math
 
 import pytest
@@ -71,6 +72,117 @@ def test_elucd_rule_on_fixed_tensors():
         build_guidance("elucd")(predict, GuidanceInput(x=x, labels=y, null_label=3))
 
 
+def _linear_calibrated_grad(x0, y, tau1=1.0, tau2=0.5):
+    """``tau1 W[:, y] - tau2 W softmax(tau2 x0 W)`` by hand (the linear classifier's calibrated gradient)."""
+    rows = []
+    for i in range(len(x0)):
+        f = [sum(float(x0[i, d]) * float(W[d, j]) for d in range(4)) for j in range(3)]
+        e = [math.exp(tau2 * fj) for fj in f]
+        p = [ej / sum(e) for ej in e]
+        rows.append([tau1 * float(W[d, y[i]]) - tau2 * sum(float(W[d, j]) * p[j] for j in range(3)) for d in range(4)])
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def _gamma_by_hand(sigma):
+    """EluCD's ``1 + 0.3 sin(pi tau) 20 / beta(tau)``, tau the VP time of sigma by bisection, as a (B, 1) column."""
+    out = []
+    for s_ in sigma.tolist():
+        lo, hi = 0.0, 1.0
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if 0.1 * mid + 19.9 * mid**2 / 2 < math.log(1 + s_**2) else (lo, mid)
+        out.append(1 + 0.3 * math.sin(math.pi * lo) * 20 / (0.1 + 19.9 * lo))
+    return torch.tensor(out, dtype=torch.float64).view(-1, 1)
+
+
+def test_elucd_clips_x0_hat_to_the_data_range_for_classifier_and_step():
+    # the reference (p_mean_variance, clip_denoised=True) clamps pred_xstart to [-1, 1]; the
+    # classifier's gradient is taken there and the step's mean is built from it
+    x = torch.tensor([[2.4, -0.1, 0.4, -3.0], [-0.5, 3.6, 0.1, 0.0]], dtype=torch.float64)
+    y = torch.tensor([1, 2])
+    sigma = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    predict = lambda xx, yy: 0.5 * xx + 0.1 * yy.view(-1, 1).to(xx)  # noqa: E731 - a denoiser D
+    d = predict(x, y)  # [[1.3, 0.05, 0.3, -1.4], [-0.05, 2.0, 0.25, 0.2]]: three entries out of [-1, 1]
+    d_clip = torch.tensor([[1.0, 0.05, 0.3, -1.0], [-0.05, 1.0, 0.25, 0.2]], dtype=torch.float64)
+    lam = _gamma_by_hand(sigma) / torch.sqrt(1 + sigma.view(-1, 1) ** 2)
+    g = _linear_calibrated_grad(d_clip, y)
+    diff = GuidanceInput(x=x, labels=y, null_label=3, score_coef=sigma**2, clean_classifier=_Linear(),
+                         denoise=lambda p: p, undenoise=lambda p: p, sigma=sigma, data_range=(-1.0, 1.0))
+    out = build_guidance("elucd", scale=2.0)(predict, diff)
+    torch.testing.assert_close(out, d_clip + sigma.view(-1, 1) ** 2 * 2.0 * lam * g)
+    # clip_denoised False: the unclamped estimate, as before session 5
+    out_raw = build_guidance("elucd", scale=2.0, clip_denoised=False)(predict, diff)
+    torch.testing.assert_close(out_raw, d + sigma.view(-1, 1) ** 2 * 2.0 * lam * _linear_calibrated_grad(d, y))
+    # vector data has no range: nothing is clamped
+    vec = GuidanceInput(**{**diff.__dict__, "data_range": None})
+    torch.testing.assert_close(build_guidance("elucd", scale=2.0)(predict, vec), out_raw)
+    # a flow (cfm at t = 0.6): the prediction is a velocity, x1_hat = x + (1 - t) v; the guided
+    # velocity is the one whose x1_hat is the clamped one, plus score_coef * s lambda g / a
+    t, a = 0.6, 0.6
+    vel = lambda xx, yy: (predict(xx, yy) - xx) / (1 - t) + 2.0 * xx  # noqa: E731 - x1_hat = D + 0.8 x
+    x1 = x + (1 - t) * vel(x, y)
+    x1_clip = x1.clamp(-1, 1)
+    coef = (1 - t) / a  # b (a' b - a b') / a with a = t, b = 1 - t
+    flow = GuidanceInput(x=x, labels=y, null_label=3, score_coef=coef, clean_classifier=_Linear(),
+                         denoise=lambda v: x + (1 - t) * v, undenoise=lambda x1_: (x1_ - x) / (1 - t),
+                         sigma=sigma, hat_scale=a, data_range=(-1.0, 1.0))
+    out_f = build_guidance("elucd", scale=2.0)(vel, flow)
+    expected = (x1_clip - x) / (1 - t) + coef * 2.0 * lam * _linear_calibrated_grad(x1_clip, y) / a
+    torch.testing.assert_close(out_f, expected)
+    with pytest.raises(ConfigError, match="undenoise"):
+        build_guidance("elucd")(predict, GuidanceInput(**{**diff.__dict__, "undenoise": None}))
+
+
+def test_elucd_through_denoiser_applies_the_chain_rule():
+    # grad_x log p(y | x0_hat(x)) = J^T g(x0_hat): a linear denoiser D(x) = x A^T + b has J = A
+    # (the calibrated log-probability runs in float32: tolerances to match)
+    close = functools.partial(torch.testing.assert_close, rtol=1e-5, atol=1e-6)
+    x = torch.tensor([[0.2, -0.1, 0.4, 0.3], [-0.5, 0.6, 0.1, 0.0]], dtype=torch.float64)
+    y = torch.tensor([1, 2])
+    sigma = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    A = torch.tensor([[0.5, 0.1, 0.0, -0.2], [0.0, 0.4, 0.3, 0.0], [0.2, 0.0, 0.6, 0.1], [-0.1, 0.0, 0.2, 0.7]],
+                     dtype=torch.float64)  # fmt: skip
+    predict = lambda xx, yy: xx @ A.T + 0.1 * yy.view(-1, 1).to(xx)  # noqa: E731
+    d = predict(x, y)
+    gamma = _gamma_by_hand(sigma)
+    inp = GuidanceInput(x=x, labels=y, null_label=3, score_coef=sigma**2, clean_classifier=_Linear(),
+                        denoise=lambda p, at=None: p, undenoise=lambda p: p, sigma=sigma)
+    out = build_guidance("elucd", scale=2.0, through_denoiser=True)(predict, inp)
+    close(out, d + sigma.view(-1, 1) ** 2 * 2.0 * gamma * (_linear_calibrated_grad(d, y) @ A))
+    # with the data range, the clamp lies inside the graph: no gradient where it binds
+    big = 3 * x
+    d_big = predict(big, y)
+    mask = (d_big.abs() < 1).to(d_big)
+    assert 0 < mask.sum() < mask.numel()
+    clip = GuidanceInput(**{**inp.__dict__, "x": big, "data_range": (-1.0, 1.0)})
+    out_c = build_guidance("elucd", scale=2.0, through_denoiser=True)(predict, clip)
+    g_c = (mask * _linear_calibrated_grad(d_big.clamp(-1, 1), y)) @ A
+    close(out_c, d_big.clamp(-1, 1) + sigma.view(-1, 1) ** 2 * 2.0 * gamma * g_c)
+    # a flow (cfm at t = 0.6): x1_hat = x + (1 - t) v(x) depends on x directly too, J = I + (1 - t) M
+    t, coef = 0.6, 0.4 / 0.6
+    vel = lambda xx, yy: xx @ A.T  # noqa: E731 - v = x M^T with M = A
+    flow = GuidanceInput(x=x, labels=y, null_label=3, score_coef=coef, clean_classifier=_Linear(),
+                         denoise=lambda v, at=x: at + (1 - t) * v, undenoise=lambda x1: (x1 - x) / (1 - t),
+                         sigma=sigma, hat_scale=0.6)
+    out_f = build_guidance("elucd", scale=2.0, through_denoiser=True)(vel, flow)
+    jac = torch.eye(4, dtype=torch.float64) + (1 - t) * A
+    x1 = x + (1 - t) * vel(x, y)
+    close(out_f, vel(x, y) + coef * 2.0 * gamma * (_linear_calibrated_grad(x1, y) @ jac))
+
+
+def test_velocity_from_denoised_inverts_denoised_from_velocity():
+    from framework.generative.flow.paths import build_path, denoised_from_velocity, velocity_from_denoised
+
+    x = torch.tensor([[0.3, -1.2], [2.0, 0.5]], dtype=torch.float64)
+    x1 = torch.tensor([[1.0, -0.4], [-0.7, 0.9]], dtype=torch.float64)
+    t = torch.tensor([0.25, 0.8], dtype=torch.float64)
+    # cfm (a = t, b = 1 - t): v = (x1 - x) / (1 - t)
+    torch.testing.assert_close(velocity_from_denoised(build_path("cfm"), x, x1, t), (x1 - x) / (1 - t).view(-1, 1))
+    for name in ("vp_path", "target_cfm"):
+        path = build_path(name)
+        torch.testing.assert_close(denoised_from_velocity(path, x, velocity_from_denoised(path, x, x1, t), t), x1)
+
+
 def test_softplus_swap_is_temporary():
     net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
     relus = [m for m in net.modules() if isinstance(m, nn.ReLU)]
@@ -120,8 +232,8 @@ class _CountingDenoise:
         return mixture_denoiser(x, sigma)
 
 
-@pytest.mark.parametrize("formulation", ["vp", "ve", "edm"])
-def test_elucd_steers_an_unconditional_diffusion_to_the_target_component(formulation):
+@pytest.mark.parametrize(("formulation", "through"), [("vp", False), ("ve", False), ("edm", False), ("edm", True)])
+def test_elucd_steers_an_unconditional_diffusion_to_the_target_component(formulation, through):
     n = 200
     model = Diffusion(num_classes=0, data_shape=(2,), net="resmlp", net_args={"width": 8, "depth": 1},
                       formulation=formulation).double()
@@ -134,13 +246,13 @@ def test_elucd_steers_an_unconditional_diffusion_to_the_target_component(formula
     assert 0.3 < mode_fraction(plain, 1) < 0.7
     counter.nfe = clf.calls = 0
     guided = model.generate(labels, seeds, sampler="euler", steps=12, schedule="karras", guidance="elucd",
-                            guidance_scale=1.0)
+                            guidance_scale=1.0, guidance_args={"through_denoiser": through})
     assert mode_fraction(guided, 1) > 0.9
     assert model.last_nfe == counter.nfe == 12 and model.last_classifier_evaluations == clf.calls == 12
 
 
-@pytest.mark.parametrize("path", ["cfm", "vp_path", "target_cfm"])
-def test_elucd_steers_a_flow_on_every_path(path):
+@pytest.mark.parametrize(("path", "through"), [("cfm", False), ("vp_path", False), ("target_cfm", False), ("cfm", True)])
+def test_elucd_steers_a_flow_on_every_path(path, through):
     n = 200
     model = FlowMatching(0, (2,), net="resmlp", net_args={"width": 8, "depth": 1}, path=path).double()
     calls = []
@@ -151,7 +263,8 @@ def test_elucd_steers_a_flow_on_every_path(path):
     plain = model.generate(labels, seeds, solver="euler", steps=16)
     assert 0.3 < mode_fraction(plain, 0) < 0.7
     calls.clear()
-    guided = model.generate(labels, seeds, solver="euler", steps=16, guidance="elucd", guidance_scale=1.0)
+    guided = model.generate(labels, seeds, solver="euler", steps=16, guidance="elucd", guidance_scale=1.0,
+                            guidance_args={"through_denoiser": through})
     assert mode_fraction(guided, 0) > 0.9
     assert model.last_nfe == sum(calls) == 16 and model.last_classifier_evaluations == 16
 

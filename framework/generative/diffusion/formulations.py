@@ -145,7 +145,9 @@ class Formulation(ABC):
         """``steps`` decreasing noise levels from ``sigma_max`` to ``sigma_min``, then 0.
 
         ``time``: ``sigma(t)`` on ``t`` uniform in ``[t_max, t_min]`` (score_sde, DDPM-like);
-        ``karras``: EDM's rho-spacing between the same end points.
+        ``karras``: EDM's rho-spacing between the same end points; ``vp``: DDPM's grid for any
+        formulation, the time of the linear VP schedule (beta 0.1 to 20, :class:`VP`) uniform
+        between the same end points (guided-diffusion's respaced steps; ``time`` for ``vp``).
         """
         schedule = schedule or self.default_schedule
         if steps < 1:
@@ -156,7 +158,12 @@ class Formulation(ABC):
             ts = torch.linspace(self.t_max, self.t_min, steps, dtype=torch.float64)
             sig = self.sigma(ts)
             return torch.cat([sig, sig.new_zeros(1)]).to(dtype)
-        raise ConfigError(f"unknown noise schedule {schedule!r}; choose 'time' or 'karras'")
+        if schedule == "vp":
+            vp = VP()
+            ends = vp.t_of_sigma(torch.tensor([self.sigma_max, self.sigma_min], dtype=torch.float64))
+            sig = vp.sigma(torch.linspace(float(ends[0]), float(ends[1]), steps, dtype=torch.float64))
+            return torch.cat([sig, sig.new_zeros(1)]).to(dtype)
+        raise ConfigError(f"unknown noise schedule {schedule!r}; choose 'time', 'karras' or 'vp'")
 
     # -- the net's parametrisation ----------------------------------------------------
     @abstractmethod

@@ -61,7 +61,7 @@ class Diffusion(GenerativeModule):
             step, as EDM's training loop does (its CIFAR-10 recipe has it on).
         sampler: Default sampler (``edm_heun``, ``dpmpp_2m``, ``ddim``, ``pc``, ``pf_ode``, ...).
         steps: Default number of noise levels (EDM Heun: 18 steps = 35 NFE).
-        schedule: Noise levels: ``karras`` or ``time`` (default: the formulation's own).
+        schedule: Noise levels: ``karras``, ``time`` or ``vp`` (DDPM's grid) (default: the formulation's own).
         sampler_args: Default options of the sampler (``eta``, ``churn``, ``snr``, ``solver``, ...).
         guidance: Default guidance rule (``cfg``, ``classifier``, ``cfg+classifier``) or None.
         guidance_scale: Default guidance scale (cfg: 1 = conditional, 0 = unconditional).
@@ -191,7 +191,9 @@ class Diffusion(GenerativeModule):
                 noise_level=sigma,
                 score_coef=sigma**2,  # D = x + sigma^2 score, so D moves by sigma^2 grad log p(y|x)
                 clean_classifier=self.clean_classifier,
-                denoise=lambda d: d,  # the prediction is the denoised estimate
+                denoise=lambda d, at=None: d,  # the prediction is the denoised estimate
+                undenoise=lambda d: d,
+                data_range=self.data_range,
                 sigma=sigma,
             )
             return rule(net, inp)
@@ -295,7 +297,7 @@ class Diffusion(GenerativeModule):
             seeds: One seed per sample (initial noise and the stochastic samplers' noise).
             sampler: Registered sampler (default: the model's ``sampler``).
             steps: Number of noise levels (default: the model's ``steps``).
-            schedule: ``karras`` or ``time`` (default: the model's, else the formulation's).
+            schedule: ``karras``, ``time`` or ``vp`` (default: the model's, else the formulation's).
             guidance: ``cfg``, ``classifier``, ``cfg+classifier`` or ``none`` (default: the model's).
             guidance_scale: The rule's scale (default: the model's ``guidance_scale``).
             dtype: Dtype of the sampler state, or its name (EDM keeps it in float64; the net

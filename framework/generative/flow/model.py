@@ -26,6 +26,7 @@ from framework.generative.flow.paths import (
     path_noise_level,
     quantile_times,
     sample_times,
+    velocity_from_denoised,
 )
 from framework.generative.flow.sources import build_source
 from framework.generative.guidance import GuidanceInput, NetCalls, build_guidance
@@ -231,7 +232,9 @@ class FlowMatching(GenerativeModule):
                 noise_level=tb,
                 score_coef=self.path.score_coefficient(tg),
                 clean_classifier=self.clean_classifier,
-                denoise=lambda v: denoised_from_velocity(self.path, x, v, tg),
+                denoise=lambda v, at=x: denoised_from_velocity(self.path, at, v, tg),
+                undenoise=lambda x1: velocity_from_denoised(self.path, x, x1, tg),
+                data_range=self.data_range,
                 sigma=path_noise_level(self.path, tg),
                 hat_scale=a,
             )

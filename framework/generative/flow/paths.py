@@ -44,6 +44,7 @@ __all__ = [
     "build_path",
     "denoised_from_velocity",
     "path_noise_level",
+    "velocity_from_denoised",
     "ot_plan",
     "sample_plan",
     "quantile_times",
@@ -391,6 +392,15 @@ def denoised_from_velocity(path: ProbabilityPath, x: Tensor, v: Tensor, t: Tenso
     """
     a, b, da, db = (_pad(c.to(x), x) for c in path.coefficients(torch.as_tensor(t).to(x)))
     return (b * v - db * x) / (da * b - a * db)
+
+
+def velocity_from_denoised(path: ProbabilityPath, x: Tensor, x1_hat: Tensor, t: Tensor) -> Tensor:
+    """The velocity at ``x_t = x`` whose denoised estimate is ``x1_hat``: the inverse of :func:`denoised_from_velocity`.
+
+    ``v = ((a' b - a b') x1_hat + b' x) / b``; cfm: ``(x1_hat - x) / (1 - t)``.
+    """
+    a, b, da, db = (_pad(c.to(x), x) for c in path.coefficients(torch.as_tensor(t).to(x)))
+    return ((da * b - a * db) * x1_hat + db * x) / b
 
 
 def path_noise_level(path: ProbabilityPath, t: Tensor) -> Tensor:
