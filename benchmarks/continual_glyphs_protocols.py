@@ -95,6 +95,8 @@ def report(results: list[dict]) -> None:
         print(f"### {title} (recipes/{recipe}; n={len(rows)} seeds)\n")
         print(f"AIA {m['aia']:.2f} ± {m['aia_sd']:.2f} (per seed {seeds}), last {m['last']:.2f}, "
               f"forgetting {m['forgetting']:.2f}, {statistics.mean(r['cpu_seconds'] for r in rows):.0f} CPU s per run\n")  # fmt: skip
+        if "gammas" in rows[0]:
+            print("WA's gamma per step: " + "; ".join(f"seed {r['seed']}: " + " ".join(f"{g:.3f}" for g in r["gammas"]) for r in rows) + "\n")
         keys = ["accuracy", "old_accuracy", "new_accuracy"]
         if "harmonic_mean" in rows[0]:
             keys += ["base_accuracy", "novel_accuracy", "harmonic_mean"]

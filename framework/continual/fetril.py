@@ -81,16 +81,24 @@ class TranslatedFeatures(InMemoryDataset):
             label[pseudo] = c
         return source, label, pseudo
 
+    translate_rows = 64
+    """Pseudo rows translated at once: the gathered means are 2 x this many rows of floats, not 2 x
+    the batch (a batch of 4,096 512-d rows would otherwise make 24 MB of them)."""
+
     def __getitems__(self, indices) -> tuple[Tensor, Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         source, label, pseudo = self._locate(idx)
         x = self.features.index_select(0, source)
-        if len(pseudo):  # translated in place: one batch of floats, whatever the number of classes
+        if len(pseudo):  # translated in place, a few rows at a time: the same float operations per row
+            every = len(pseudo) == len(x)
             c = label.index_select(0, pseudo)
-            rows = x if len(pseudo) == len(x) else x.index_select(0, pseudo)
-            pseudo_features(rows, self.new_means.index_select(0, self.nearest.index_select(0, c)), self.old_means.index_select(0, c), out=rows)
-            if rows is not x:
-                x.index_copy_(0, pseudo, rows)
+            n = self.nearest.index_select(0, c)
+            for first in range(0, len(pseudo), self.translate_rows):
+                part = slice(first, first + self.translate_rows)
+                rows = x[part] if every else x.index_select(0, pseudo[part])
+                pseudo_features(rows, self.new_means.index_select(0, n[part]), self.old_means.index_select(0, c[part]), out=rows)
+                if not every:
+                    x.index_copy_(0, pseudo[part], rows)
         return x, label
 
 
@@ -206,8 +214,11 @@ class FeTrIL(ContinualModule):
         return self._step_features  # pseudo-features made batch by batch: memory O(new data + batch)
 
     def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
-        logits = self(x) if self.step == 0 else self.head(x)  # later steps train on features
-        return F.cross_entropy(logits[:, : self.seen], y)
+        features = self.backbone(x) if self.step == 0 else x  # later steps train on features
+        # Logits of the seen classes only: the head's first ``seen`` rows (B x seen floats, not
+        # B x num_classes; the same values as slicing the full logits).
+        bias = None if self.head.bias is None else self.head.bias[: self.seen]
+        return F.cross_entropy(F.linear(features, self.head.weight[: self.seen], bias), y)
 
     def on_step_end(self, step: int) -> None:
         if step == 0:

@@ -161,7 +161,9 @@ def fit_ovr_squared_hinge(
         max_cg: Conjugate-gradient iterations per Newton step at most.
         info: If given, filled with ``passes`` over the data, ``newton_iterations``,
             ``cg_iterations``, ``converged`` and ``relative_gradient``, the largest
-            ||grad f_c|| / (eps_c ||grad f_c(0)||) at the last check (<= 1 for converged classes).
+            ||grad f_c|| / (eps_c ||grad f_c(0)||) at the last check (<= 1 for converged classes);
+            during the fit it holds these (and ``running``, the classes not converged) as of the
+            last gradient check.
     """
     if C <= 0 or tol <= 0 or intercept_scaling <= 0:
         raise ConfigError(f"the SVM needs C, tol and intercept_scaling > 0, got {C}, {tol}, {intercept_scaling}")
@@ -183,6 +185,8 @@ def fit_ovr_squared_hinge(
         ratio = float(relative.max())
         keep = relative > 1
         active, f, g = active[keep], f[keep], g[keep]
+        if info is not None:  # kept current during the fit, for a caller that reports progress
+            info.update(passes=passes.count, class_passes=passes.work, newton_iterations=newton, cg_iterations=cg_total, running=len(active), relative_gradient=ratio)
         if not len(active):
             break
         step, its = _conjugate_gradient(passes, w[active], g, active, max_cg)

@@ -47,17 +47,23 @@ def _step(start=40, new=4, per_class=25, dim=12):
     return TranslatedFeatures(features, labels, new_means, old_means, nearest, start), (features, labels, new_means, old_means, nearest)
 
 
+def _materialised(data, features, labels, new_means, old_means, nearest):
+    """The step's whole set as the official code builds it: real rows, then each old class's
+    pseudo-features f - mu_n + mu_c, in class order."""
+    xs, ys = [features], [labels]
+    for c in range(data.start):
+        n = int(nearest[c])
+        rows = features[labels == data.start + n]
+        xs.append(rows - new_means[n] + old_means[c])
+        ys.append(torch.full((len(rows),), c))
+    return torch.cat(xs), torch.cat(ys)
+
+
 def test_fetril_linear_epoch_through_the_loader_trains_bit_for_bit_as_the_materialised_set():
     data, (features, labels, new_means, old_means, nearest) = _step()
     start = data.start
     # before: every pseudo-feature materialised, an int64 permutation of all rows as one list
-    xs, ys = [features], [labels]
-    for c in range(start):
-        n = int(nearest[c])
-        rows = features[labels == start + n]
-        xs.append(rows - new_means[n] + old_means[c])
-        ys.append(torch.full((len(rows),), c))
-    x_all, y_all = torch.cat(xs), torch.cat(ys)
+    x_all, y_all = _materialised(data, features, labels, new_means, old_means, nearest)
     order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(9)).tolist()
 
     def train(batches):
@@ -129,3 +135,41 @@ def test_pseudo_features_in_place_is_the_same_bits():
     rows = f.clone()
     pseudo_features(rows, mu_n, mu_c, out=rows)
     assert torch.equal(pseudo_features(f, mu_n, mu_c), expected) and torch.equal(rows, expected)
+
+
+@pytest.mark.parametrize("step", [0, 1])
+def test_fetril_training_loss_uses_the_seen_rows_only(monkeypatch, step):
+    """The loss and the head's gradient are those of slicing the full logits to the seen classes;
+    the unseen rows get no gradient."""
+    monkeypatch.setattr(FeTrIL, "seen", property(lambda self: 6))
+    torch.manual_seed(3)
+    model = FeTrIL(num_classes=9, data_shape=(1, 8, 8), net="mlp", net_args={"hidden": [8]}, classifier="linear")
+    model.step = step
+    model.eval()  # the backbone the same in both calls (the head is what is compared)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(16, 1, 8, 8, generator=g) if step == 0 else torch.randn(16, model.num_features, generator=g)
+    y = torch.randint(0, 6, (16,), generator=g)
+    loss = model.training_loss(x, y)
+    loss.backward()
+    got = model.head.weight.grad.clone(), model.head.bias.grad.clone()
+    model.zero_grad()
+    features = model.backbone(x) if step == 0 else x
+    w, b = model.head.weight.detach().double().requires_grad_(), model.head.bias.detach().double().requires_grad_()
+    expected = F.cross_entropy((features.detach().double() @ w.T + b)[:, :6], y)  # the full logits, sliced
+    expected.backward()
+    assert abs(float(loss) - float(expected)) < 1e-6
+    assert torch.allclose(got[0].double(), w.grad, atol=1e-6) and torch.allclose(got[1].double(), b.grad, atol=1e-6)
+    assert not got[0][6:].any() and not got[1][6:].any()
+
+
+@pytest.mark.parametrize("translate_rows", [1, 7, 64, 10_000])
+def test_translated_features_any_batch_any_chunk_are_the_materialised_rows(translate_rows, monkeypatch):
+    """Rows of every batch (mixed real and pseudo, all pseudo, all real), however many pseudo
+    rows are translated at once, are bit for bit f - mu_n + mu_c of the materialised set."""
+    data, (features, labels, new_means, old_means, nearest) = _step()
+    monkeypatch.setattr(TranslatedFeatures, "translate_rows", translate_rows)
+    x_all, y_all = _materialised(data, features, labels, new_means, old_means, nearest)
+    order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(1))
+    for idx in (order[:300], order, torch.arange(len(labels), len(y_all))[:150], torch.arange(len(labels))):
+        x, y = data.__getitems__(idx)
+        assert torch.equal(x, x_all[idx]) and torch.equal(y, y_all[idx])
