@@ -39,6 +39,10 @@ class WA(DistillingModule):
         head_bias: Whether the head has a bias (official: no; PyCIL: yes; never aligned).
         kd_weight: None: the paper's (1 - l) CE + l KD with l = old / seen classes; a number w:
             CE + w KD (PyCIL: 2).
+        reinit_head: Start every later step from a freshly initialised head over all seen
+            classes, as the official ``main.py`` does (its copy of the old rows is commented
+            out): the old rows are relearned from the exemplars and KD, like the new ones.
+            False (PyCIL, and the default) keeps the old rows and initialises the new ones.
         **kwargs: The arguments of :class:`~framework.continual.base.ContinualModule`.
     """
 
@@ -51,6 +55,7 @@ class WA(DistillingModule):
         clip_weights: bool = True,
         head_bias: bool = False,
         kd_weight: float | None = None,
+        reinit_head: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(memory_size=memory_size, head_bias=head_bias, temperature=temperature, **kwargs)
@@ -58,6 +63,7 @@ class WA(DistillingModule):
             raise ConfigError(f"wa kd_weight must be >= 0 (or null for old / seen), got {kd_weight}")
         self.norm, self.kd_weight = norm, kd_weight
         self.clamp_gamma, self.clip_weights = clamp_gamma, clip_weights
+        self.reinit_head = bool(reinit_head)
         self.gammas: list[float] = []
 
     def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
@@ -68,6 +74,9 @@ class WA(DistillingModule):
             return ce + self.kd_weight * kd
         ratio = self.known / self.seen
         return (1 - ratio) * ce + ratio * kd
+
+    def reset_rows(self, start: int, end: int) -> None:
+        super().reset_rows(0 if self.reinit_head else start, end)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.clip_weights:

@@ -185,6 +185,21 @@ def test_wa_step_end_aligns_the_new_rows_of_the_step(scenario, kwargs, p, clamp)
     assert gamma != pytest.approx(1.0, abs=0.05)
 
 
+@pytest.mark.parametrize("reinit_head", [False, True])
+def test_wa_reinit_head_reinitialises_every_seen_row_at_a_later_step(reinit_head):
+    """Official main.py re-creates the head each step (the old rows' copy is commented out); PyCIL keeps them."""
+    model = _wa(reinit_head=reinit_head)
+    torch.manual_seed(0)
+    model.reset_rows(3, 5)  # step 1 of a 3 + 2 + 1 scenario: classes 3 and 4 are new
+    weight = model.head.weight.detach()
+    kept = torch.tensor(W_NEW)
+    assert not torch.equal(weight[3:5], kept[3:5])  # new rows are always fresh
+    assert torch.equal(weight[5:], kept[5:])  # classes not yet seen are untouched
+    assert torch.equal(weight[:3], kept[:3]) is (not reinit_head)
+    if reinit_head:  # nn.Linear's initialisation over 3 inputs: |w| <= 1 / sqrt(3)
+        assert float(weight[:5].abs().max()) <= 3**-0.5
+
+
 # -- NCM ------------------------------------------------------------------------------------------
 def test_ncm_scores_are_distances_to_normalised_means_of_normalised_features(scenario):
     scenario(2, 1)
