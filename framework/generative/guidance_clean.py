@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from framework.errors import ConfigError
+from framework.generative.diffusion.formulations import VP
 from framework.generative.guidance import Guidance, GuidanceInput, Predict, _broadcast
 from registry import register
 
@@ -50,8 +51,9 @@ __all__ = [
 ]
 
 #: The linear VP schedule of DDPM (Ho et al. 2020; beta_1..T = 1e-4..0.02 over T = 1000 steps),
-#: in continuous time (Song et al. 2021): the schedule EluCD's reference guides on.
-VP_BETA_MIN, VP_BETA_MAX = 0.1, 20.0
+#: in continuous time (Song et al. 2021, beta 0.1 to 20: the ``vp`` formulation's defaults): the
+#: schedule EluCD's reference guides on.
+DDPM_VP = VP()
 
 
 # -- EluCD's equations ------------------------------------------------------------------------
@@ -72,13 +74,10 @@ def calibrated_log_prob_grad(
     return grad.to(x0_hat.dtype)
 
 
-def vp_time_of_sigma(sigma: Tensor, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_MAX) -> Tensor:
+def vp_time_of_sigma(sigma: Tensor, beta_min: float = DDPM_VP.beta_min, beta_max: float = DDPM_VP.beta_max) -> Tensor:
     """The VP time ``tau`` in [0, 1] whose noise level is ``sigma``: ``1 + sigma^2 = exp(beta_min tau + (beta_max - beta_min) tau^2 / 2)``."""
     sigma = torch.as_tensor(sigma, dtype=torch.float64)
-    d = beta_max - beta_min
-    log_var = torch.log1p(sigma**2)
-    tau = (torch.sqrt(beta_min**2 + 2 * d * log_var) - beta_min) / d
-    return tau.clamp(0.0, 1.0)
+    return VP(beta_min, beta_max).t_of_sigma(sigma).clamp(0.0, 1.0)
 
 
 def elucd_schedule(sigma: Tensor, kappa: float = 0.3) -> Tensor:
@@ -91,8 +90,7 @@ def elucd_schedule(sigma: Tensor, kappa: float = 0.3) -> Tensor:
     (:func:`vp_time_of_sigma`): the same weight at the same noise level for every formulation.
     """
     tau = vp_time_of_sigma(sigma)
-    beta = VP_BETA_MIN + tau * (VP_BETA_MAX - VP_BETA_MIN)
-    return 1 + kappa * torch.sin(math.pi * tau) * VP_BETA_MAX / beta
+    return 1 + kappa * torch.sin(math.pi * tau) * DDPM_VP.beta_max / DDPM_VP.beta(tau)
 
 
 def elucd_score_weight(sigma: Tensor, kappa: float = 0.3) -> Tensor:
