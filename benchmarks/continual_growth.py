@@ -14,9 +14,11 @@ since the step began (``/proc/self/clear_refs`` resets it there, so the imports'
 transients, a floor under ``peak_mb``, are not in it); the growth over the step, at its end, of
 anonymous memory (data) and of mapped files (``file_mb``: the pages of torch's library code that
 the step runs for the first time, the same for any number of classes); glibc's bytes in use and
-free but kept (``mallinfo2``); with ``--tensor-peak``, in another run of the step under torch's
-profiler, the peak of live CPU tensor bytes allocated by the step (``tensor_peak_mb``: what the
-algorithm holds at once, without the allocator's slack). The step's work, per method:
+free but kept (``mallinfo2``; a run under ``GLIBC_TUNABLES`` or ``MALLOC_*`` settings, a
+diagnostic, records them in its rows as ``malloc_env`` and the tables name them); with
+``--tensor-peak``, in another run of the step under torch's profiler, the peak of live CPU
+tensor bytes allocated by the step (``tensor_peak_mb``: what the algorithm holds at once,
+without the allocator's slack). The step's work, per method:
 
 * ``fetril (linear)``: class means, nearest new class, the pseudo-features of the C - new old
   classes made batch by batch (``TranslatedFeatures``) and served by the loader the DataModules
@@ -193,6 +195,9 @@ def one(method: str, classes: int, per_class: int, dim: int, step_classes: int, 
     if method == "fetril (svm, newton)":  # outside the step's time and memory
         centres_all = torch.cat([old_means, centres])  # every class: its mean, spread 0.5 as the new ones
         extra.update(svm_evaluation(*fitted, data, centres_all, svm_batch_size, g))
+    allocator = {k: v for k, v in os.environ.items() if k == "GLIBC_TUNABLES" or k.startswith("MALLOC_")}
+    if allocator:  # a diagnostic run with glibc's malloc tuned: the rows say so
+        extra["malloc_env"] = allocator
     return {"method": method, "classes": classes, "cpu_seconds": seconds, "peak_mb": peak, **extra}
 
 
@@ -319,6 +324,12 @@ def main() -> None:
         plot(rows, args.plot)
 
 
+def _label(row: dict) -> str:
+    """The row's method, with the glibc malloc settings of a diagnostic run."""
+    env = row.get("malloc_env")
+    return row["method"] + (" [" + " ".join(f"{k}={v}" for k, v in sorted(env.items())) + "]" if env else "")
+
+
 def table(rows: list[dict]) -> None:
     print("| method | classes | samples / class | step CPU s | step peak MB |")
     print("|---|---|---|---|---|")
@@ -327,7 +338,7 @@ def table(rows: list[dict]) -> None:
         if "passes" in r:
             stop = "" if r["converged"] else f", stopped by the iteration caps, not converged: gradient {r['relative_gradient']:.2g} x liblinear's threshold"
             note = f" ({r['passes']} passes, {r['newton_iterations']} Newton / {r['cg_iterations']} CG iterations{stop})"
-        print(f"| {r['method']} | {r['classes']} | {r['per_class']} | {r['cpu_seconds']:.3g}{note} | {r['peak_mb']:.1f} |")
+        print(f"| {_label(r)} | {r['classes']} | {r['per_class']} | {r['cpu_seconds']:.3g}{note} | {r['peak_mb']:.1f} |")
     detail = [r for r in rows if "step_peak_mb" in r]
     if detail:  # what the peak is made of (rows measured with these fields)
         print()
@@ -336,7 +347,7 @@ def table(rows: list[dict]) -> None:
         for r in detail:
             tensors = f"{r['tensor_peak_mb']:.1f}" if "tensor_peak_mb" in r else "-"
             malloc = f"{r['malloc_in_use_mb']:.1f} | {r['malloc_free_mb']:.1f}" if "malloc_in_use_mb" in r else "- | -"
-            print(f"| {r['method']} | {r['classes']} | {r['peak_mb']:.1f} | {r['step_peak_mb']:.1f} | {r['anon_mb']:.1f} | {r['file_mb']:.1f} | {malloc} | {tensors} |")
+            print(f"| {_label(r)} | {r['classes']} | {r['peak_mb']:.1f} | {r['step_peak_mb']:.1f} | {r['anon_mb']:.1f} | {r['file_mb']:.1f} | {malloc} | {tensors} |")
 
 
 def plot(rows: list[dict], path: str) -> None:

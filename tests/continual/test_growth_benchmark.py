@@ -3,6 +3,7 @@ FeTrIL (linear)'s step holding far less than its materialised pseudo-features.""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -56,3 +57,15 @@ def test_fetril_linear_step_holds_far_less_than_its_pseudo_features():
     materialised = classes * per_class * dim * 4  # every row of the step as float32
     state = 4 * classes * dim * 4  # head, its gradient, momentum and SGD's weight-decay term, live together
     assert state <= row["tensor_peak_mb"] * 2**20 < materialised / 2
+
+
+def test_rows_of_a_run_under_glibc_malloc_settings_name_them(monkeypatch, capsys):
+    for key in [k for k in os.environ if k == "GLIBC_TUNABLES" or k.startswith("MALLOC_")]:
+        monkeypatch.delenv(key)
+    plain = bench.one("ncm", 20, 10, 8, 10, 16, None, 4096)
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0")
+    tuned = bench.one("ncm", 20, 10, 8, 10, 16, None, 4096)
+    assert "malloc_env" not in plain and tuned["malloc_env"] == {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}
+    bench.table([{**plain, "per_class": 10}, {**tuned, "per_class": 10}])
+    out = capsys.readouterr().out
+    assert "| ncm | 20 |" in out and "| ncm [GLIBC_TUNABLES=glibc.malloc.tcache_count=0] | 20 |" in out
