@@ -32,7 +32,7 @@ RUNS = [
     ("fetril", "fetril_digits.yaml"),
     ("fetril (linear, PyCIL)", "fetril_digits.yaml", {"classifier": "linear", "distance": "cosine"}),
     ("wa", "wa_digits.yaml"),
-    ("wa (PyCIL options)", "wa_digits.yaml", {"norm": 2.0, "clamp_gamma": False, "clip_weights": False, "head_bias": True}),
+    ("wa (PyCIL options)", "wa_digits.yaml", {"norm": 2.0, "clamp_gamma": False, "clip_weights": False, "head_bias": True, "divide_weight_decay": False}),
     ("acil", "acil_digits.yaml"),
     ("icarl", "icarl_digits.yaml"),
     ("finetune (few-shot)", "finetune_digits_fewshot.yaml"),

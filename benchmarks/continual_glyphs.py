@@ -46,10 +46,10 @@ sys.path.insert(0, HERE)
 from continual_digits import seed_summary  # noqa: E402 - the seed summary of every continual table
 METHODS = ("finetune", "ncm", "fetril", "acil", "icarl", "wa", "joint")
 TRAINED_LATER = ("finetune", "icarl", "wa")  # the methods whose later steps train the net (joint aside)
-# PyCIL models/wa.py as a whole: L2 gamma, no clamp, no clipping, a head bias, loss CE + 2 KD. The
+# PyCIL models/wa.py as a whole: L2 gamma, no clamp, no clipping, a head bias, loss CE + 2 KD, the weight decay kept. The
 # official code's clamp gamma <= 1 goes with its head re-created every step (main.py); classzoo's
 # WA keeps the old rows (as PyCIL), so the official clamp without the re-creation mixes the two.
-PYCIL_WA = {"norm": 2, "clamp_gamma": False, "clip_weights": False, "head_bias": True, "kd_weight": 2}
+PYCIL_WA = {"norm": 2, "clamp_gamma": False, "clip_weights": False, "head_bias": True, "kd_weight": 2, "divide_weight_decay": False}
 
 
 def config(method: str, seed: int, args: argparse.Namespace, base_checkpoint: str | None = None) -> dict:
@@ -247,6 +247,10 @@ def details(results: list[dict], methods) -> None:
         if "cnn_accuracy" in rows[0]:
             print(f"  CNN head beside the NME: AIA {statistics.mean(r['cnn_average_incremental_accuracy'] for r in rows):.2f}, "
                   f"per step {per_step(rows, 'cnn_accuracy', 0)}")  # fmt: skip
+        if "unaligned_accuracy" in rows[0]:  # the same model before each step's gamma
+            print(f"  before aligning: AIA {statistics.mean(r['unaligned_average_incremental_accuracy'] for r in rows):.2f}, "
+                  f"per step {per_step(rows, 'unaligned_accuracy', 0)}; old-class {per_step(rows, 'unaligned_old_accuracy')}; "
+                  f"new-class {per_step(rows, 'unaligned_new_accuracy')}")  # fmt: skip
         if "gammas" in rows[0]:
             print("  gammas: " + "; ".join(f"seed {r['seed']}: " + " ".join(f"{g:.3f}" for g in r["gammas"]) for r in rows))
 

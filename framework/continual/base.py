@@ -389,16 +389,22 @@ class ContinualModule(ClasszooModule):
         preds = [s[:, :num_seen].argmax(1).cpu() for s in scores]
         return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
 
-    def _record(self, step: int, seconds: float, cpu_seconds: float | None = None) -> None:
+    def eval_counts(self, step: int) -> tuple[list[int], list[int]]:
+        """Correct predictions and samples of the evaluation split at ``step``, per step's classes."""
         scenario = self.scenario
         indices = scenario.eval_indices(step)
         labels = scenario.labels(scenario.eval_split)[indices]
         preds = self.predict(scenario.eval_split, indices, scenario.seen_classes(step))
         task = scenario.class_step()[labels]
         hits = preds == labels
-        steps = scenario.num_steps
-        self.correct.append([int(hits[task == t].sum()) for t in range(steps)])
-        self.total.append([int((task == t).sum()) for t in range(steps)])
+        steps = range(scenario.num_steps)
+        return [int(hits[task == t].sum()) for t in steps], [int((task == t).sum()) for t in steps]
+
+    def _record(self, step: int, seconds: float, cpu_seconds: float | None = None) -> None:
+        scenario = self.scenario
+        correct, total = self.eval_counts(step)
+        self.correct.append(correct)
+        self.total.append(total)
         self.step_seconds.append(seconds)
         if cpu_seconds is not None:
             self.step_cpu_seconds.append(cpu_seconds)

@@ -170,7 +170,11 @@ def test_wa_step_end_aligns_the_new_rows_of_the_step(scenario, kwargs, p, clamp)
     scenario(3, 2, 1)
     model = _wa(**kwargs)
     model.step = 1
+    evaluated = []  # the head each evaluation saw: the unaligned figures come before aligning
+    model.eval_counts = lambda step: (evaluated.append(model.head.weight.clone()), ([2, 1, 0], [3, 2, 1]))[1]
     model.on_step_end(1)
+    assert len(evaluated) == 1 and torch.equal(evaluated[0], torch.tensor(W_NEW))
+    assert model.unaligned_correct == [[2, 1, 0]] and model.unaligned_total == [[3, 2, 1]]
 
     def norm(row):
         return sum(abs(v) ** p for v in row) ** (1 / p)
@@ -198,6 +202,19 @@ def test_wa_reinit_head_reinitialises_every_seen_row_at_a_later_step(reinit_head
     assert torch.equal(weight[:3], kept[:3]) is (not reinit_head)
     if reinit_head:  # nn.Linear's initialisation over 3 inputs: |w| <= 1 / sqrt(3)
         assert float(weight[:5].abs().max()) <= 3**-0.5
+
+
+@pytest.mark.parametrize("divide", [True, False])
+def test_wa_divides_the_weight_decay_by_step_plus_one_as_the_official_code(scenario, divide):
+    scenario(3, 2, 1)
+    model = _wa(divide_weight_decay=divide)  # the default optimizer: SGD, weight decay 5e-4
+    for step in (0, 1, 2):
+        model.step = step
+        config = model.configure_optimizers()
+        optimizer = config["optimizer"] if isinstance(config, dict) else config
+        expected = 5e-4 / (step + 1) if divide else 5e-4
+        assert [g["weight_decay"] for g in optimizer.param_groups] == [pytest.approx(expected, rel=1e-12)]
+        assert [g["lr"] for g in optimizer.param_groups] == [pytest.approx(optimizer.defaults["lr"])]  # the lr stays
 
 
 # -- NCM ------------------------------------------------------------------------------------------

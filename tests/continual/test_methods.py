@@ -240,6 +240,28 @@ def test_wa_writes_its_gammas_to_metrics_json(runs):
         assert "gammas" not in json.load(f)
 
 
+def test_wa_reports_its_accuracy_before_aligning_beside_after(runs):
+    """``unaligned_*`` is the model of each step before its gamma: undo the last one and re-predict."""
+    model, trainer = runs["wa"]
+    with open(os.path.join(trainer.default_root_dir, "metrics.json")) as f:
+        saved = json.load(f)
+    assert len(saved["unaligned_accuracy"]) == 4
+    assert saved["unaligned_accuracy"][0] == pytest.approx(saved["accuracy"][0])  # the base step is not aligned
+    data = trainer.datamodule
+    known, seen = data.step_range(3)
+    aligned = model.head.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            model.head.weight[known:seen] /= model.gammas[-1]
+        correct, total = model.eval_counts(3)
+    finally:
+        with torch.no_grad():
+            model.head.weight.copy_(aligned)
+    assert saved["unaligned_accuracy"][-1] == pytest.approx(100 * sum(correct) / sum(total), abs=1e-6)
+    assert saved["unaligned_average_incremental_accuracy"] == pytest.approx(sum(saved["unaligned_accuracy"]) / 4)
+    assert len(saved["unaligned_old_accuracy"]) == len(saved["unaligned_new_accuracy"]) == 4
+
+
 def test_base_checkpoint_gives_every_method_the_same_base_model(tmp_path):
     """A finetune run's checkpoint (later steps untrained) is the base of other methods: with
     ``base_epochs: 0`` their base step reproduces its base accuracy, no base training is run,
