@@ -124,6 +124,10 @@ def main() -> None:
             cnn = [statistics.mean(r["cnn_accuracy"][s] for r in rows) for s in range(len(rows[0]["cnn_accuracy"]))]
             print(f"  CNN head beside the NME: AIA {_mean(rows, 'cnn_average_incremental_accuracy'):.2f}, "
                   f"per step {' / '.join(f'{a:.1f}' for a in cnn)}")
+        if "unaligned_accuracy" in rows[0]:  # WA's model of each step before its gamma
+            before = [statistics.mean(r["unaligned_accuracy"][s] for r in rows) for s in range(len(rows[0]["unaligned_accuracy"]))]
+            print(f"  before aligning: AIA {_mean(rows, 'unaligned_average_incremental_accuracy'):.2f}, per step "
+                  f"{' / '.join(f'{a:.1f}' for a in before)}; new_accuracy {_per_step(rows, 'unaligned_new_accuracy')}")  # fmt: skip
         if "gammas" in rows[0]:
             print(f"  gammas: " + "; ".join(f"seed {r['seed']}: " + ", ".join(f"{g:.3f}" for g in r["gammas"]) for r in rows))
 

@@ -1,7 +1,7 @@
 """Glyphs B50 + 10 steps of 5: every class-incremental method, several seeds, table and accuracy-per-step plot.
 
     OMP_NUM_THREADS=1 MPLBACKEND=Agg python benchmarks/continual_glyphs.py [--seeds 0 1 2] [--jobs 2] \\
-        [--base-epochs N] [--epochs N] [--joint-epochs N] [--memory N] \\
+        [--base-epochs N] [--epochs N] [--joint-epochs N] [--memory N] [--n-train N] \\
         [--out docs/benchmarks/continual_glyphs.json] [--plot docs/benchmarks/continual_glyphs.png]
 
 Runs recipes/<method>_glyphs_b50_10steps.yaml (glyphs, 100 training and 50 test images per
@@ -9,7 +9,8 @@ class, class order seed 1993, the small CNN, SGD lr 0.05, cosine per epoch on th
 and over each later step's optimiser steps) through the CLI, one process per run and ``--jobs`` at a time, with ``seed_everything``
 = the seed. Every length and the memory default to the recipes' own (10 base epochs; 6 per
 later step for finetune, iCaRL and WA, 3 for joint; 2,000 exemplars): the options shorten or
-change them.
+change them; ``--n-train`` changes the training images per class of every run (the recipes'
+100 are a CPU-sized cut of glyphs' 500, CIFAR-100's number).
 
 The same base model for every method of a seed: one ``finetune`` run per seed trains the base
 step (``--base-epochs``, the recipes' SGD and cosine schedule) with its later steps untrained,
@@ -66,7 +67,10 @@ def config(method: str, seed: int, args: argparse.Namespace, base_checkpoint: st
         cfg["data"] = b50["data"]
         cfg["model"]["init_args"]["scheduler_interval"] = b50["model"]["init_args"]["scheduler_interval"]
     cfg["seed_everything"] = seed
-    cfg["data"]["init_args"]["dataset"]["init_args"]["root"] = os.path.abspath(args.root)
+    dataset = cfg["data"]["init_args"]["dataset"]["init_args"]
+    dataset["root"] = os.path.abspath(args.root)
+    if args.n_train is not None:
+        dataset["n_train"] = args.n_train
     model = cfg["model"]["init_args"]
     overrides = {"base_epochs": args.base_epochs}  # None: the recipe's own value
     if recipe in TRAINED_LATER:
@@ -125,6 +129,7 @@ def main() -> None:
     parser.add_argument("--base-dir", default=None, help="keep (and reuse) each seed's base checkpoint here")
     parser.add_argument("--resume", action="store_true", help="skip the runs --out already holds")
     parser.add_argument("--root", default="data")
+    parser.add_argument("--n-train", type=int, default=None, help="training images per class (default: the recipes', 100; glyphs' own and CIFAR-100's: 500)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--plot", default=None)
     parser.add_argument("--from-json", default=None, help="print the table (and plot) of a JSON this script wrote; run nothing")
@@ -140,7 +145,8 @@ def main() -> None:
 
     import framework  # render the data once, before the parallel runs
 
-    framework.build("data", "glyphs", root=args.root, n_train=100, n_test=50, seed=0).prepare_data()
+    glyphs = config("finetune", 0, args)["data"]["init_args"]["dataset"]["init_args"]
+    framework.build("data", "glyphs", **glyphs).prepare_data()
     results: list[dict] = []
     if args.resume and args.out and os.path.exists(args.out):
         with open(args.out) as f:
@@ -167,7 +173,8 @@ def main() -> None:
         def base_model(seed: int) -> str:
             """The seed's shared base checkpoint (trained here unless --base-dir holds it)."""
             base = config("base", seed, args)["model"]["init_args"]
-            path = os.path.join(base_dir, f"base-{seed}-{base['base_epochs']}epochs-{base.get('base_scheduler_interval', 'epoch')}.ckpt")
+            n_train = "" if args.n_train is None else f"-{args.n_train}train"  # the recipes' 100: the names earlier calls made
+            path = os.path.join(base_dir, f"base-{seed}-{base['base_epochs']}epochs-{base.get('base_scheduler_interval', 'epoch')}{n_train}.ckpt")
             if not os.path.exists(path):
                 row = run("base", seed, args, workdir)
                 os.replace(row.pop("checkpoint"), path)

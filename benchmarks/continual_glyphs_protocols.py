@@ -98,6 +98,10 @@ def report(results: list[dict]) -> None:
         if "gammas" in rows[0]:
             print("WA's gamma per step: " + "; ".join(f"seed {r['seed']}: " + " ".join(f"{g:.3f}" for g in r["gammas"]) for r in rows) + "\n")
         keys = ["accuracy", "old_accuracy", "new_accuracy"]
+        if "unaligned_accuracy" in rows[0]:  # WA: the same model before each step's gamma
+            unaligned = statistics.mean(r["unaligned_average_incremental_accuracy"] for r in rows)
+            print(f"Before aligning: AIA {unaligned:.2f} (the unaligned_* columns)\n")
+            keys += ["unaligned_accuracy", "unaligned_old_accuracy", "unaligned_new_accuracy"]
         if "harmonic_mean" in rows[0]:
             keys += ["base_accuracy", "novel_accuracy", "harmonic_mean"]
         classes = classes_seen(recipe, len(rows[0]["accuracy"]))

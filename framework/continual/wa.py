@@ -99,7 +99,8 @@ class WA(DistillingModule):
         if self.divide_weight_decay and config is not None:
             optimizer = config["optimizer"] if isinstance(config, dict) else config
             for group in optimizer.param_groups:
-                group["weight_decay"] /= self.step + 1
+                if "weight_decay" in group:  # every torch optimizer has it; a user's may not
+                    group["weight_decay"] /= self.step + 1
         return config
 
     def on_step_end(self, step: int) -> None:
