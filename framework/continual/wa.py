@@ -74,7 +74,9 @@ class WA(DistillingModule):
         self.clamp_gamma, self.clip_weights = clamp_gamma, clip_weights
         self.reinit_head, self.divide_weight_decay = bool(reinit_head), bool(divide_weight_decay)
         self.gammas: list[float] = []
-        self.unaligned_correct: list[list[int]] = []  # per step, before aligning: the eval counts
+        # Per incremental step, the eval counts before aligning (the base step is never aligned:
+        # its counts are the recorded ones).
+        self.unaligned_correct: list[list[int]] = []
         self.unaligned_total: list[list[int]] = []
 
     def training_loss(self, x: Tensor, y: Tensor) -> Tensor:
@@ -104,16 +106,16 @@ class WA(DistillingModule):
         return config
 
     def on_step_end(self, step: int) -> None:
-        correct, total = self.eval_counts(step)
-        self.unaligned_correct.append(correct)
-        self.unaligned_total.append(total)
         if step > 0:
+            correct, total = self.eval_counts(step)
+            self.unaligned_correct.append(correct)
+            self.unaligned_total.append(total)
             self.align_weights(self.known, self.seen)
         super().on_step_end(step)  # herding uses the aligned model's features (same features)
         self.keep_previous_model()
 
     def method_metrics(self) -> dict[str, Any]:
-        unaligned = cl_metrics.summarize(self.unaligned_correct, self.unaligned_total)
+        unaligned = cl_metrics.summarize(self.correct[:1] + self.unaligned_correct, self.total[:1] + self.unaligned_total)
         return {
             "gammas": list(self.gammas),  # one per incremental step, in step order
             **{f"unaligned_{key}": unaligned[key] for key in ("accuracy", "old_accuracy", "new_accuracy", "average_incremental_accuracy")},
